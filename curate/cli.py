@@ -1,0 +1,93 @@
+"""The `curate` command line."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights only ever come from packages or folders
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import click  # noqa: E402
+
+from curate import __version__  # noqa: E402
+from probes.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION  # noqa: E402
+from probes.errors import CurateError  # noqa: E402
+
+DEFAULT_MODEL = "minilm-l6"
+
+
+class CurateGroup(click.Group):
+    """Turns user-input errors into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CurateError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=CurateGroup)
+@click.version_option(__version__, prog_name="curate")
+def main() -> None:
+    """Cut a corpus to a token budget by the documents that most activate Rosetta neurons."""
+
+
+@main.command()
+@click.argument("shard_dir", type=click.Path(path_type=Path))
+@click.option("--neurons", "neurons", required=True, help="Neuron set: JSON file or inline list.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Alias or model folder.")
+@click.option("--agg", type=click.Choice(AGGREGATIONS), default=DEFAULT_AGGREGATION, show_default=True)
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
+@click.option("--text-key", default="text", show_default=True)
+@click.option("--id-key", default="id", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--tokens-per-batch", default=8192, show_default=True)
+def probe(
+    shard_dir: Path,
+    neurons: str,
+    out_dir: Path,
+    model: str,
+    agg: str,
+    on_error: str,
+    text_key: str,
+    id_key: str,
+    dtype: str,
+    tokens_per_batch: int,
+) -> None:
+    """Score every document of SHARD_DIR into row-aligned .scores.parquet side files."""
+    from probes.score_shards import probe_directory
+
+    stats = probe_directory(
+        shard_dir,
+        neurons,
+        out_dir,
+        model=model,
+        agg=agg,
+        on_error=on_error,
+        text_key=text_key,
+        id_key=id_key,
+        dtype=dtype,
+        tokens_per_batch=tokens_per_batch,
+    )
+    click.echo(stats.summary())
+    click.echo(f"side files: {out_dir}")
+
+
+@main.command()
+@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(path_type=Path))
+def demo(out_dir: Path) -> None:
+    """Run the whole pipeline on the built-in default: demo shards, default model and neurons."""
+    from curate.demo import run_demo
+
+    run_demo(out_dir)
+
+
+@main.command("models")
+def list_models() -> None:
+    """List the model aliases that load offline."""
+    from probes.models import ALIASES
+
+    for alias in ALIASES.values():
+        click.echo(f"{alias.name:14} {alias.family:6} {alias.description}")

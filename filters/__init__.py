@@ -1,0 +1,1 @@
+"""Selection of scored documents to a token budget."""

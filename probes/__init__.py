@@ -1,0 +1,1 @@
+"""Activation capture on real models: model aliases, shard reading, hook points, scoring."""

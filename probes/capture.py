@@ -1,0 +1,64 @@
+"""Activation capture: run a model only as deep as needed and keep only the requested neurons."""
+
+from collections.abc import Mapping
+
+import torch
+
+from probes.hooks import hook_name, n_layers, register_mlp_hook
+from probes.models import LoadedModel
+
+
+class _StopForward(Exception):
+    """Raised inside the deepest hook: the layers after it are never computed."""
+
+
+class ActivationSource:
+    """A model plus the named hook points (and neuron indices) to read from it.
+
+    `requests` maps a layer to the neuron indices wanted there (None = the whole layer).
+    """
+
+    def __init__(self, loaded: LoadedModel, requests: Mapping[int, list[int] | None]):
+        if not requests:
+            raise ValueError("no layers requested")
+        depth = n_layers(loaded.model, loaded.family)
+        bad = [layer for layer in requests if not 0 <= layer < depth]
+        if bad:
+            raise ValueError(f"layers {bad} out of range for {loaded.name} ({depth} layers)")
+        self.loaded = loaded
+        self.requests = dict(sorted(requests.items()))
+        self.deepest = max(self.requests)
+        self._index = {
+            layer: None if idx is None else torch.tensor(idx, dtype=torch.long)
+            for layer, idx in self.requests.items()
+        }
+
+    @property
+    def hook_names(self) -> list[str]:
+        return [hook_name(layer) for layer in self.requests]
+
+    @torch.inference_mode()
+    def capture(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Activations per requested layer, each [batch, tokens, n_requested], in the model dtype."""
+        captured: dict[int, torch.Tensor] = {}
+
+        def keeper(layer: int):
+            index = self._index[layer]
+
+            def keep(acts: torch.Tensor) -> None:
+                captured[layer] = acts if index is None else acts.index_select(-1, index)
+                if layer == self.deepest:
+                    raise _StopForward
+
+            return keep
+
+        model, family = self.loaded.model, self.loaded.family
+        handles = [register_mlp_hook(model, family, layer, keeper(layer)) for layer in self.requests]
+        try:
+            model(input_ids=input_ids, attention_mask=attention_mask)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured

@@ -1,0 +1,95 @@
+"""The probe engine: texts in, per-document neuron scores out (batched, no wasted padding)."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from probes.aggregate import DEFAULT_AGGREGATION, aggregate
+from probes.batching import length_sorted_batches, pad, tokenize
+from probes.capture import ActivationSource
+from probes.errors import CurateError
+from probes.hooks import mlp_width, n_layers
+from probes.models import LoadedModel
+from probes.neurons import NeuronSet
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where bf16 matrix products run in hardware (AMX or AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_dtype(name: str) -> torch.dtype:
+    """`auto` means bf16 where the hardware does it fast, else fp32."""
+    if name == "auto":
+        fast = torch.cuda.is_available() or cpu_has_fast_bf16()
+        return torch.bfloat16 if fast else torch.float32
+    return DTYPES[name]
+
+
+@dataclass
+class Scores:
+    """Per-document results, in input order. Documents with no tokens get NaN scores."""
+
+    n_tokens: np.ndarray  # int64 [docs]: content tokens before truncation
+    truncated: np.ndarray  # bool [docs]
+    neurons: np.ndarray  # float32 [docs, neurons], columns in NeuronSet.ordered() order
+    score: np.ndarray  # float32 [docs]: weighted mean over neurons
+
+
+class ProbeEngine:
+    """Scores texts by the activations of a neuron set in one model."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        neuron_set: NeuronSet,
+        agg: str = DEFAULT_AGGREGATION,
+        tokens_per_batch: int = 8192,
+    ):
+        neuron_set.check_fits(
+            loaded.name,
+            n_layers(loaded.model, loaded.family),
+            mlp_width(loaded.model, loaded.family),
+        )
+        if neuron_set.model_hash and neuron_set.model_hash != loaded.content_hash:
+            raise CurateError(
+                f"neuron set {neuron_set.source} was made for a model with weights hash "
+                f"{neuron_set.model_hash}, but {loaded.name} has {loaded.content_hash}; "
+                "probe with the model it was discovered on"
+            )
+        self.loaded = loaded
+        self.agg = agg
+        self.tokens_per_batch = tokens_per_batch
+        self.neurons = neuron_set.ordered()
+        self.source = ActivationSource(loaded, neuron_set.requests())
+        self.thresholds = torch.tensor([n.threshold for n in self.neurons])
+        weights = torch.tensor([n.weight for n in self.neurons])
+        self.weights = weights / weights.sum()
+        tokenizer = loaded.tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def score(self, texts: Sequence[str]) -> Scores:
+        docs = tokenize(self.loaded.tokenizer, texts, self.loaded.max_length)
+        values = np.full((len(docs), len(self.neurons)), np.nan, dtype=np.float32)
+        scorable = [doc for doc in docs if doc.n_tokens > 0]
+        for batch in length_sorted_batches(scorable, self.tokens_per_batch):
+            input_ids, attention, content = pad(batch, self.pad_id)
+            layers = self.source.capture(input_ids, attention)
+            acts = torch.cat([layers[layer] for layer in self.source.requests], dim=-1)
+            per_doc = aggregate(acts, content, self.agg, self.thresholds)
+            values[[doc.pos for doc in batch]] = per_doc.numpy()
+        return Scores(
+            n_tokens=np.array([doc.n_tokens for doc in docs], dtype=np.int64),
+            truncated=np.array([doc.truncated for doc in docs], dtype=bool),
+            neurons=values,
+            score=(values @ self.weights.numpy()).astype(np.float32),
+        )

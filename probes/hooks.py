@@ -1,0 +1,61 @@
+"""Named hook points for MLP neurons, one naming scheme across model families.
+
+A neuron is the post-nonlinearity input of a layer's MLP down-projection, so that
+`blocks.{layer}.mlp.hook_post[..., index]` means the same thing in BERT, MPNet and Llama.
+"""
+
+import re
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from probes.errors import CurateError
+
+HOOK_POST = "blocks.{layer}.mlp.hook_post"
+_HOOK_RE = re.compile(r"^blocks\.(\d+)\.mlp\.hook_post$")
+
+
+def hook_name(layer: int) -> str:
+    return HOOK_POST.format(layer=layer)
+
+
+def parse_hook_name(name: str) -> int:
+    """Layer index of a hook name; CurateError for names this tool does not define."""
+    match = _HOOK_RE.match(name)
+    if not match:
+        raise CurateError(f"unknown hook point {name!r}; expected {HOOK_POST}")
+    return int(match.group(1))
+
+
+def _layers(model: nn.Module, family: str) -> nn.ModuleList:
+    if family in ("bert", "mpnet"):
+        return model.encoder.layer
+    if family == "llama":
+        return model.layers
+    raise CurateError(f"no MLP hook points known for model family {family!r}")
+
+
+def n_layers(model: nn.Module, family: str) -> int:
+    return len(_layers(model, family))
+
+
+def mlp_width(model: nn.Module, family: str) -> int:
+    return model.config.intermediate_size
+
+
+ActivationFn = Callable[[torch.Tensor], None]
+
+
+def register_mlp_hook(
+    model: nn.Module, family: str, layer: int, on_activation: ActivationFn
+) -> torch.utils.hooks.RemovableHandle:
+    """Call `on_activation(acts[batch, tokens, mlp_width])` when `layer`'s MLP activation exists.
+
+    BERT/MPNet: the output of `intermediate` (dense + GELU) feeds `output.dense`.
+    Llama: the input of `mlp.down_proj` is act(gate) * up.
+    """
+    block = _layers(model, family)[layer]
+    if family in ("bert", "mpnet"):
+        return block.intermediate.register_forward_hook(lambda _m, _i, out: on_activation(out))
+    return block.mlp.down_proj.register_forward_pre_hook(lambda _m, inp: on_activation(inp[0]))

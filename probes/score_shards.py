@@ -1,0 +1,200 @@
+"""Score every shard of a directory into row-aligned `.scores.parquet` side files.
+
+A side file is written under a temporary name and renamed when complete, so a killed run
+leaves either a whole side file or none; a rerun skips side files whose recorded inputs
+(shard size and mtime, model hash, neurons, aggregation) still match.
+"""
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from probes.engine import ProbeEngine, pick_dtype
+from probes.errors import ShardError
+from probes.models import load_model
+from probes.neurons import load_neuron_set
+from probes.shards import Document, list_shards, read_documents
+from probes.version import TOOL_VERSION
+
+SIDE_SUFFIX = ".scores.parquet"
+META_KEY = b"rosetta_curate"
+CHUNK_DOCS = 512
+
+
+@dataclass
+class ProbeStats:
+    shards: int = 0
+    shards_reused: int = 0
+    docs: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    errors: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.tokens / self.seconds if self.seconds else 0.0
+        lines = [
+            f"shards: {self.shards} scored, {self.shards_reused} already done",
+            f"documents: {self.docs:,} scored, {sum(self.errors.values()):,} skipped, "
+            f"{self.truncated:,} truncated to the model's max length",
+            f"tokens: {self.tokens:,} in {self.seconds:.1f} s ({rate:,.0f} tok/s)",
+        ]
+        lines += [f"  skipped ({n:,}): {reason}" for reason, n in self.errors.most_common()]
+        return "\n".join(lines)
+
+
+def side_file(out_dir: Path, shard_dir: Path, shard: Path) -> Path:
+    """`out_dir/<shard path relative to shard_dir>.scores.parquet`."""
+    root = shard_dir if shard_dir.is_dir() else shard_dir.parent
+    return out_dir / (shard.relative_to(root).as_posix() + SIDE_SUFFIX)
+
+
+def read_side_meta(path: Path) -> dict:
+    return json.loads(pq.read_schema(path).metadata[META_KEY])
+
+
+@dataclass
+class ShardProber:
+    """Runs an engine over shards; text/id keys and the error policy come from the user."""
+
+    engine: ProbeEngine
+    text_key: str = "text"
+    id_key: str = "id"
+    on_error: str = "fail"
+
+    def run(self, shard_dir: Path, out_dir: Path, progress: bool = True) -> ProbeStats:
+        stats = ProbeStats()
+        start = time.perf_counter()
+        shards = list_shards(shard_dir)
+        root = shard_dir if shard_dir.is_dir() else shard_dir.parent
+        with tqdm(unit="doc", disable=not progress, desc="probe") as bar:
+            for shard in shards:
+                target = side_file(out_dir, shard_dir, shard)
+                meta = self._meta(shard, root)
+                if target.exists() and _same_inputs(read_side_meta(target), meta):
+                    stats.shards_reused += 1
+                    continue
+                self._score_shard(shard, root, target, meta, stats, bar, start)
+                stats.shards += 1
+        stats.seconds = time.perf_counter() - start
+        return stats
+
+    def _meta(self, shard: Path, root: Path) -> dict:
+        info = shard.stat()
+        loaded = self.engine.loaded
+        return {
+            "shard": shard.relative_to(root).as_posix(),
+            "shard_size": info.st_size,
+            "shard_mtime_ns": info.st_mtime_ns,
+            "model": loaded.name,
+            "model_hash": loaded.content_hash,
+            "neurons": [[n.layer, n.index, n.threshold, n.weight] for n in self.engine.neurons],
+            "agg": self.engine.agg,
+            "text_key": self.text_key,
+            "tool_version": TOOL_VERSION,
+        }
+
+    def _score_shard(
+        self, shard: Path, root: Path, target: Path, meta: dict, stats: ProbeStats, bar, start
+    ) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed run
+            stale.unlink()
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        schema = self._schema().with_metadata({META_KEY: json.dumps(meta)})
+        docs = read_documents(shard, self.text_key, self.id_key, self.on_error, root=root)
+        try:
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for chunk in _chunks(docs, CHUNK_DOCS):
+                    writer.write_table(self._score_chunk(shard, chunk, schema, stats))
+                    bar.update(len(chunk))
+                    bar.set_postfix(tok_s=f"{stats.tokens / (time.perf_counter() - start):,.0f}")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _schema(self) -> pa.Schema:
+        fields = [
+            ("row", pa.int64()),
+            ("id", pa.string()),
+            ("n_tokens", pa.int64()),
+            ("truncated", pa.bool_()),
+            ("score", pa.float32()),
+            ("error", pa.string()),
+        ]
+        fields += [(n.column, pa.float32()) for n in self.engine.neurons]
+        return pa.schema(fields)
+
+    def _score_chunk(
+        self, shard: Path, chunk: list[Document], schema: pa.Schema, stats: ProbeStats
+    ) -> pa.Table:
+        scores = self.engine.score([doc.text for doc in chunk])
+        errors = [doc.error for doc in chunk]
+        for i, doc in enumerate(chunk):
+            if doc.error is None and scores.n_tokens[i] == 0:
+                if self.on_error == "fail":
+                    raise ShardError(str(shard), doc.row + 1, "text has no tokens")
+                errors[i] = "text has no tokens"
+        ok = [e is None for e in errors]
+        stats.docs += sum(ok)
+        stats.errors.update(e.split(" (")[0].split(":")[0] for e in errors if e is not None)
+        stats.tokens += int(scores.n_tokens[ok].sum())
+        stats.truncated += int(scores.truncated[ok].sum())
+        columns = {
+            "row": [doc.row for doc in chunk],
+            "id": [doc.id for doc in chunk],
+            "n_tokens": scores.n_tokens,
+            "truncated": scores.truncated,
+            "score": pa.array(scores.score, mask=~np.array(ok)),
+            "error": errors,
+        }
+        for j, neuron in enumerate(self.engine.neurons):
+            columns[neuron.column] = scores.neurons[:, j]
+        return pa.table(columns, schema=schema)
+
+
+def _same_inputs(old: dict, new: dict) -> bool:
+    return {k: v for k, v in old.items() if k != "tool_version"} == {
+        k: v for k, v in new.items() if k != "tool_version"
+    }
+
+
+def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    chunk: list[Document] = []
+    for doc in docs:
+        chunk.append(doc)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def probe_directory(
+    shard_dir: Path,
+    neurons: str,
+    out_dir: Path,
+    model: str,
+    agg: str,
+    on_error: str = "fail",
+    text_key: str = "text",
+    id_key: str = "id",
+    dtype: str = "auto",
+    tokens_per_batch: int = 8192,
+    progress: bool = True,
+) -> ProbeStats:
+    """Load the model and neuron set, then score every shard of `shard_dir` into `out_dir`."""
+    list_shards(shard_dir)  # fail on a bad directory before paying for a model load
+    neuron_set = load_neuron_set(neurons)
+    loaded = load_model(model, dtype=pick_dtype(dtype))
+    engine = ProbeEngine(loaded, neuron_set, agg=agg, tokens_per_batch=tokens_per_batch)
+    return ShardProber(engine, text_key, id_key, on_error).run(shard_dir, out_dir, progress)

@@ -1,0 +1,216 @@
+"""Streaming reads of corpus shards (JSON lines, optionally gzip/zstd compressed, or parquet).
+
+Shards can be far larger than memory, so every reader here streams: rows are yielded as they are
+decoded, and a damaged file still yields the rows before the damage.
+"""
+
+import gzip
+import io
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+from probes.errors import CurateError, ShardError
+
+SHARD_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
+_READ_SIZE = 1 << 16
+
+
+def shard_suffix(path: Path) -> str:
+    """The shard suffix of `path`, which decides how the file is decoded."""
+    for suffix in SHARD_SUFFIXES:
+        if path.name.endswith(suffix):
+            return suffix
+    raise ValueError(f"{path} is not a shard (expected a name ending in {_accepted()})")
+
+
+def _accepted() -> str:
+    return ", ".join(SHARD_SUFFIXES[:-1]) + " or " + SHARD_SUFFIXES[-1]
+
+
+def list_shards(root: Path) -> list[Path]:
+    """All shards under `root`, sorted by relative POSIX path so runs are reproducible."""
+    if not root.exists():
+        raise CurateError(f"{root} does not exist")
+    if root.is_file():
+        try:
+            shard_suffix(root)
+        except ValueError as e:
+            raise CurateError(str(e)) from None
+        return [root]
+    shards = [p for p in root.rglob("*") if p.name.endswith(SHARD_SUFFIXES) and p.is_file()]
+    if not shards:
+        raise CurateError(f"no shards under {root} (expected files ending in {_accepted()})")
+    return sorted(shards, key=lambda p: p.relative_to(root).as_posix())
+
+
+@dataclass(frozen=True)
+class Document:
+    row: int  # 0-based physical row: line index for JSON lines, row index for parquet
+    id: str
+    text: str  # "" when error is set
+    error: str | None = None  # why the row is unusable (only under on_error="skip")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Decompresses concatenated zstd frames, one decompressobj per frame.
+
+    zstandard's stream_reader (even with read_across_frames=True) ends quietly when the input
+    stops mid-frame, so a truncated download would look like a shorter shard. Tracking frames
+    here lets a truncated last frame raise instead.
+    """
+
+    def __init__(self, source: BinaryIO):
+        self._source = source
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame: zstandard.ZstdDecompressionObj | None = None
+        self._out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._out:
+            data = self._source.read(_READ_SIZE)
+            if not data:
+                if self._frame is not None:
+                    raise zstandard.ZstdError("input ends in the middle of a frame")
+                return 0
+            out = []
+            while data:
+                if self._frame is None:
+                    self._frame = self._dctx.decompressobj()
+                out.append(self._frame.decompress(data))
+                data = b""
+                if self._frame.eof:
+                    data, self._frame = self._frame.unused_data, None
+            self._out = memoryview(b"".join(out))
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+
+def iter_raw_rows(path: Path) -> Iterator[tuple[int, bytes | dict]]:
+    """Physical rows of a shard: (row, line bytes without "\\n") or (row, dict) for parquet.
+
+    A truncated or corrupt compressed stream raises ShardError at the 1-based line after the last
+    good one, once the good rows have been yielded.
+    """
+    suffix = shard_suffix(path)  # raise ValueError now, not on first next()
+    if suffix == ".parquet":
+        return _parquet_rows(path)
+    if suffix == ".jsonl":
+        return _plain_rows(path)
+    return _compressed_rows(path, "gzip" if suffix == ".jsonl.gz" else "zstd")
+
+
+def _plain_rows(path: Path) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as f:
+        for row, line in enumerate(f):
+            yield row, line.removesuffix(b"\n")
+
+
+def _compressed_rows(path: Path, kind: str) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as raw:
+        if kind == "gzip":
+            stream: BinaryIO = gzip.GzipFile(fileobj=raw)
+        else:
+            stream = io.BufferedReader(_ZstdFrames(raw))
+        row = 0
+        try:
+            for line in stream:
+                yield row, line.removesuffix(b"\n")
+                row += 1
+        except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
+            raise ShardError(str(path), row + 1, f"truncated or corrupt {kind} stream ({e})") from e
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    with open(path, "rb") as f:
+        row = 0
+        try:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+                for record in batch.to_pylist():
+                    yield row, record
+                    row += 1
+        except (pa.ArrowException, OSError) as e:
+            raise ShardError(str(path), row + 1, f"unreadable parquet ({e})") from e
+
+
+def read_documents(
+    path: Path,
+    text_key: str = "text",
+    id_key: str = "id",
+    on_error: str = "fail",
+    root: Path | None = None,
+) -> Iterator[Document]:
+    """Documents of one shard; ids fall back to "<relpath>:<row>" (relpath from `root`).
+
+    on_error="fail" raises ShardError at the first unusable row; "skip" yields it as a Document
+    with `error` set (and stops the shard after a stream-level error) so callers can count it.
+    """
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    rel = path.relative_to(root).as_posix() if root is not None else path.name
+    return _documents(path, iter_raw_rows(path), text_key, id_key, on_error == "skip", rel)
+
+
+def _documents(
+    path: Path,
+    rows: Iterator[tuple[int, bytes | dict]],
+    text_key: str,
+    id_key: str,
+    skip: bool,
+    rel: str,
+) -> Iterator[Document]:
+    try:
+        for row, raw in rows:
+            doc_id, text, reason = _parse(raw, text_key, id_key)
+            doc_id = doc_id if doc_id is not None else f"{rel}:{row}"
+            if reason is None:
+                yield Document(row, doc_id, text)
+            elif skip:
+                yield Document(row, doc_id, "", error=reason)
+            else:
+                raise ShardError(str(path), row + 1, reason)
+    except ShardError as e:  # under "skip" only the stream itself can fail
+        if not skip:
+            raise
+        yield Document(e.line - 1, f"{rel}:{e.line - 1}", "", error=e.reason)
+
+
+def _parse(raw: bytes | dict, text_key: str, id_key: str) -> tuple[str | None, str, str | None]:
+    """(id or None, text, reason the row is unusable or None)."""
+    if isinstance(raw, bytes):
+        if not raw.strip():
+            return None, "", "empty line"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return None, "", f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            return None, "", f"invalid JSON: {e}"
+        if not isinstance(record, dict):
+            return None, "", f"not a JSON object (got {type(record).__name__})"
+    else:
+        record = raw
+    doc_id = str(record[id_key]) if record.get(id_key) is not None else None
+    if text_key not in record:
+        keys = ", ".join(map(str, list(record)[:20]))
+        return doc_id, "", f"missing text key {text_key!r} (keys: {keys})"
+    text = record[text_key]
+    if not isinstance(text, str):
+        return doc_id, "", f"text key {text_key!r} is not a string (got {type(text).__name__})"
+    if not text.strip():
+        return doc_id, "", "empty text"
+    return doc_id, text, None

