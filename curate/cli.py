@@ -38,11 +38,15 @@ def main() -> None:
 @click.option("--neurons", "neurons", required=True, help="Neuron set: JSON file or inline list.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Alias or model folder.")
-@click.option("--agg", type=click.Choice(AGGREGATIONS), default=DEFAULT_AGGREGATION, show_default=True)
+@click.option(
+    "--agg", type=click.Choice(AGGREGATIONS), default=DEFAULT_AGGREGATION, show_default=True
+)
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
 @click.option("--text-key", default="text", show_default=True)
 @click.option("--id-key", default="id", show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option(
+    "--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True
+)
 @click.option("--tokens-per-batch", default=8192, show_default=True)
 def probe(
     shard_dir: Path,
@@ -76,7 +80,9 @@ def probe(
 
 
 @main.command()
-@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out", "out_dir", default="demo-out", show_default=True, type=click.Path(path_type=Path)
+)
 def demo(out_dir: Path) -> None:
     """Run the whole pipeline on the built-in default: demo shards, default model and neurons."""
     from curate.demo import run_demo
@@ -91,3 +97,7 @@ def list_models() -> None:
 
     for alias in ALIASES.values():
         click.echo(f"{alias.name:14} {alias.family:6} {alias.description}")
+
+
+if __name__ == "__main__":
+    main()

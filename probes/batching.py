@@ -37,11 +37,19 @@ def tokenize(
         n_content = len(special) - sum(special)
         truncated = len(ids) > max_length
         if truncated:
-            tail = len(special) - next(i for i in range(len(special), 0, -1) if not special[i - 1])
+            tail = _trailing_specials(special)
             keep = max_length - tail
-            ids, special = ids[:keep] + ids[len(ids) - tail :], special[:keep] + special[len(special) - tail :]
+            ids = ids[:keep] + ids[len(ids) - tail :]
+            special = special[:keep] + special[len(special) - tail :]
         docs.append(TokenizedDoc(pos, ids, special, n_tokens=n_content, truncated=truncated))
     return docs
+
+
+def _trailing_specials(special: list[int]) -> int:
+    count = 0
+    while count < len(special) and special[-1 - count]:
+        count += 1
+    return count
 
 
 def length_sorted_batches(

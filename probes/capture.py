@@ -38,8 +38,10 @@ class ActivationSource:
         return [hook_name(layer) for layer in self.requests]
 
     @torch.inference_mode()
-    def capture(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Activations per requested layer, each [batch, tokens, n_requested], in the model dtype."""
+    def capture(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[int, torch.Tensor]:
+        """Activations per requested layer, each [batch, tokens, n_requested], model dtype."""
         captured: dict[int, torch.Tensor] = {}
 
         def keeper(layer: int):
@@ -53,7 +55,9 @@ class ActivationSource:
             return keep
 
         model, family = self.loaded.model, self.loaded.family
-        handles = [register_mlp_hook(model, family, layer, keeper(layer)) for layer in self.requests]
+        handles = [
+            register_mlp_hook(model, family, layer, keeper(layer)) for layer in self.requests
+        ]
         try:
             model(input_ids=input_ids, attention_mask=attention_mask)
         except _StopForward:

@@ -24,6 +24,7 @@ from transformers import (
     AutoTokenizer,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as transformers_logging
 
 from probes.errors import CurateError
 
@@ -110,6 +111,7 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         raise CurateError(f"{path}: no *.safetensors weights")
+    transformers_logging.disable_progress_bar()  # our own bars report the work that matters
     model, info = AutoModel.from_pretrained(
         path,
         dtype=dtype,

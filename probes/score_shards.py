@@ -7,6 +7,7 @@ leaves either a whole side file or none; a rerun skips side files whose recorded
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -146,7 +147,7 @@ class ShardProber:
                 errors[i] = "text has no tokens"
         ok = [e is None for e in errors]
         stats.docs += sum(ok)
-        stats.errors.update(e.split(" (")[0].split(":")[0] for e in errors if e is not None)
+        stats.errors.update(_reason_kind(e) for e in errors if e is not None)
         stats.tokens += int(scores.n_tokens[ok].sum())
         stats.truncated += int(scores.truncated[ok].sum())
         columns = {
@@ -160,6 +161,11 @@ class ShardProber:
         for j, neuron in enumerate(self.engine.neurons):
             columns[neuron.column] = scores.neurons[:, j]
         return pa.table(columns, schema=schema)
+
+
+def _reason_kind(reason: str) -> str:
+    """`invalid JSON: Expecting value...` -> `invalid JSON`: what the summary counts by."""
+    return re.split(r":| \(", reason, maxsplit=1)[0]
 
 
 def _same_inputs(old: dict, new: dict) -> bool:

@@ -21,7 +21,9 @@ def test_padding_and_special_tokens_never_count():
     assert aggregate(acts, content, "max", ZERO).item() == 3.0
     assert aggregate(acts, content, "topk", ZERO, k=2).item() == 2.5
     assert aggregate(acts, content, "count_above", torch.tensor([1.5])).item() == 2
-    assert aggregate(acts, content, "frac_above", torch.tensor([1.5])).item() == pytest.approx(2 / 3)
+    assert aggregate(acts, content, "frac_above", torch.tensor([1.5])).item() == pytest.approx(
+        2 / 3
+    )
 
 
 def test_topk_uses_all_tokens_of_a_short_document():

@@ -16,7 +16,9 @@ NEURONS = NeuronSet(tuple(Neuron(layer, i) for layer in (1, 3) for i in (7, 300,
 
 
 def test_capture_returns_only_requested_neurons_and_stops_after_deepest_layer(minilm):
-    tok = minilm.tokenizer(["a short sentence about rivers", "tea"], padding=True, return_tensors="pt")
+    tok = minilm.tokenizer(
+        ["a short sentence about rivers", "tea"], padding=True, return_tensors="pt"
+    )
     whole = ActivationSource(minilm, {1: None, 3: None}).capture(tok.input_ids, tok.attention_mask)
     some = ActivationSource(minilm, {1: [7, 300], 3: [1200]})
     later_layer_ran = []
