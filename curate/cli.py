@@ -99,5 +99,14 @@ def list_models() -> None:
         click.echo(f"{alias.name:14} {alias.family:6} {alias.description}")
 
 
+def _register_stage_commands() -> None:
+    from curate.filter_cli import filter_cmd, recipes
+
+    main.add_command(filter_cmd)
+    main.add_command(recipes)
+
+
+_register_stage_commands()
+
 if __name__ == "__main__":
     main()

@@ -142,6 +142,11 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
     )
 
 
+def weights_hash(name_or_path: str) -> str:
+    """The content hash `load_model` would report, without loading the model."""
+    return _content_hash(sorted(resolve_model_path(name_or_path).glob("*.safetensors")))
+
+
 def _content_hash(weights: list[Path]) -> str:
     """sha256 of the weight bytes, memoised by path, size and mtime: hashing 400 MB takes ~1 s."""
     stats = [(str(w.resolve()), w.stat().st_size, w.stat().st_mtime_ns) for w in weights]

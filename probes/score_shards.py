@@ -10,7 +10,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from probes.engine import ProbeEngine, pick_dtype
 from probes.errors import ShardError
-from probes.models import load_model
-from probes.neurons import load_neuron_set
+from probes.models import load_model, weights_hash
+from probes.neurons import Neuron, load_neuron_set
 from probes.shards import Document, list_shards, read_documents
 from probes.version import TOOL_VERSION
 
@@ -63,11 +63,25 @@ def read_side_meta(path: Path) -> dict:
     return json.loads(pq.read_schema(path).metadata[META_KEY])
 
 
+def probe_identity(
+    model: str, model_hash: str, neurons: list[Neuron], agg: str, text_key: str
+) -> dict:
+    """What a side file's scores depend on besides its shard: a rerun redoes any mismatch."""
+    return {
+        "model": model,
+        "model_hash": model_hash,
+        "neurons": [[n.layer, n.index, n.threshold, n.weight] for n in neurons],
+        "agg": agg,
+        "text_key": text_key,
+    }
+
+
 @dataclass
 class ShardProber:
-    """Runs an engine over shards; text/id keys and the error policy come from the user."""
+    """Scores the shards whose side files are missing or stale; loads the model only then."""
 
-    engine: ProbeEngine
+    identity: dict  # from probe_identity()
+    make_engine: Callable[[], ProbeEngine]
     text_key: str = "text"
     id_key: str = "id"
     on_error: str = "fail"
@@ -75,70 +89,70 @@ class ShardProber:
     def run(self, shard_dir: Path, out_dir: Path, progress: bool = True) -> ProbeStats:
         stats = ProbeStats()
         start = time.perf_counter()
-        shards = list_shards(shard_dir)
         root = shard_dir if shard_dir.is_dir() else shard_dir.parent
-        with tqdm(unit="doc", disable=not progress, desc="probe") as bar:
-            for shard in shards:
-                target = side_file(out_dir, shard_dir, shard)
-                meta = self._meta(shard, root)
-                if target.exists() and _same_inputs(read_side_meta(target), meta):
-                    stats.shards_reused += 1
-                    continue
-                self._score_shard(shard, root, target, meta, stats, bar, start)
-                stats.shards += 1
+        todo = []
+        for shard in list_shards(shard_dir):
+            target = side_file(out_dir, shard_dir, shard)
+            meta = self._meta(shard, root)
+            if target.exists() and _same_inputs(read_side_meta(target), meta):
+                stats.shards_reused += 1
+            else:
+                todo.append((shard, target, meta))
+        if todo:
+            engine = self.make_engine()
+            with tqdm(unit="doc", disable=not progress, desc="probe") as bar:
+                for shard, target, meta in todo:
+                    self._score_shard(engine, shard, root, target, meta, stats, bar, start)
+                    stats.shards += 1
         stats.seconds = time.perf_counter() - start
         return stats
 
     def _meta(self, shard: Path, root: Path) -> dict:
         info = shard.stat()
-        loaded = self.engine.loaded
         return {
             "shard": shard.relative_to(root).as_posix(),
             "shard_size": info.st_size,
             "shard_mtime_ns": info.st_mtime_ns,
-            "model": loaded.name,
-            "model_hash": loaded.content_hash,
-            "neurons": [[n.layer, n.index, n.threshold, n.weight] for n in self.engine.neurons],
-            "agg": self.engine.agg,
-            "text_key": self.text_key,
+            **self.identity,
             "tool_version": TOOL_VERSION,
         }
 
     def _score_shard(
-        self, shard: Path, root: Path, target: Path, meta: dict, stats: ProbeStats, bar, start
+        self,
+        engine: ProbeEngine,
+        shard: Path,
+        root: Path,
+        target: Path,
+        meta: dict,
+        stats: ProbeStats,
+        bar: tqdm,
+        start: float,
     ) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed run
             stale.unlink()
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        schema = self._schema().with_metadata({META_KEY: json.dumps(meta)})
+        schema = _schema(engine.neurons).with_metadata({META_KEY: json.dumps(meta)})
         docs = read_documents(shard, self.text_key, self.id_key, self.on_error, root=root)
         try:
             with pq.ParquetWriter(tmp, schema) as writer:
                 for chunk in _chunks(docs, CHUNK_DOCS):
-                    writer.write_table(self._score_chunk(shard, chunk, schema, stats))
+                    writer.write_table(self._score_chunk(engine, shard, chunk, schema, stats))
                     bar.update(len(chunk))
                     bar.set_postfix(tok_s=f"{stats.tokens / (time.perf_counter() - start):,.0f}")
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _schema(self) -> pa.Schema:
-        fields = [
-            ("row", pa.int64()),
-            ("id", pa.string()),
-            ("n_tokens", pa.int64()),
-            ("truncated", pa.bool_()),
-            ("score", pa.float32()),
-            ("error", pa.string()),
-        ]
-        fields += [(n.column, pa.float32()) for n in self.engine.neurons]
-        return pa.schema(fields)
-
     def _score_chunk(
-        self, shard: Path, chunk: list[Document], schema: pa.Schema, stats: ProbeStats
+        self,
+        engine: ProbeEngine,
+        shard: Path,
+        chunk: list[Document],
+        schema: pa.Schema,
+        stats: ProbeStats,
     ) -> pa.Table:
-        scores = self.engine.score([doc.text for doc in chunk])
+        scores = engine.score([doc.text for doc in chunk])
         errors = [doc.error for doc in chunk]
         for i, doc in enumerate(chunk):
             if doc.error is None and scores.n_tokens[i] == 0:
@@ -158,9 +172,22 @@ class ShardProber:
             "score": pa.array(scores.score, mask=~np.array(ok)),
             "error": errors,
         }
-        for j, neuron in enumerate(self.engine.neurons):
+        for j, neuron in enumerate(engine.neurons):
             columns[neuron.column] = scores.neurons[:, j]
         return pa.table(columns, schema=schema)
+
+
+def _schema(neurons: list[Neuron]) -> pa.Schema:
+    fields = [
+        ("row", pa.int64()),
+        ("id", pa.string()),
+        ("n_tokens", pa.int64()),
+        ("truncated", pa.bool_()),
+        ("score", pa.float32()),
+        ("error", pa.string()),
+    ]
+    fields += [(n.column, pa.float32()) for n in neurons]
+    return pa.schema(fields)
 
 
 def _reason_kind(reason: str) -> str:
@@ -201,6 +228,11 @@ def probe_directory(
     """Load the model and neuron set, then score every shard of `shard_dir` into `out_dir`."""
     list_shards(shard_dir)  # fail on a bad directory before paying for a model load
     neuron_set = load_neuron_set(neurons)
-    loaded = load_model(model, dtype=pick_dtype(dtype))
-    engine = ProbeEngine(loaded, neuron_set, agg=agg, tokens_per_batch=tokens_per_batch)
-    return ShardProber(engine, text_key, id_key, on_error).run(shard_dir, out_dir, progress)
+    identity = probe_identity(model, weights_hash(model), neuron_set.ordered(), agg, text_key)
+
+    def make_engine() -> ProbeEngine:
+        loaded = load_model(model, dtype=pick_dtype(dtype))
+        return ProbeEngine(loaded, neuron_set, agg=agg, tokens_per_batch=tokens_per_batch)
+
+    prober = ShardProber(identity, make_engine, text_key, id_key, on_error)
+    return prober.run(shard_dir, out_dir, progress)
