@@ -1,0 +1,325 @@
+"""datatrove steps for Rosetta scoring and budgeted selection, from a laptop to Slurm or Ray.
+
+A budget is global, but datatrove tasks see one slice of the corpus each, so selection runs as
+a two-stage plan:
+
+1. scoring stage (many tasks): `ShardReader` (or any reader) -> `RosettaScorer` ->
+   `ScoreStats` (one parquet of per-document statistics per rank) -> a writer of the tagged docs;
+2. `BudgetPlan` (one task): reads every rank's statistics and makes the same selection as
+   `curate filter`, written as plan.json (one (key, tie) threshold per source/cluster cell);
+3. filter stage (many tasks): reader of the tagged docs -> `BudgetFilter` -> writer.
+
+Every step holds only plain settings, so executors can pickle it to workers; the model and the
+plan load lazily in the worker. Paths must be on a filesystem that all workers share.
+"""
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from filters.corpus import DocTable, directory_source, shard_root
+from filters.plan import CutSpec, make_plan
+from filters.recipe import Recipe, load_recipe
+from filters.write import write_atomic
+from probes.score_shards import CHUNK_DOCS
+from probes.shards import list_shards, read_documents
+
+PLAN_FILE = "plan.json"
+
+
+def _recipe(recipe: str | Recipe) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def doc_source(doc: Document, how: str) -> str:
+    """A document's source, as `curate filter` names it (quotas.source)."""
+    if how == "directory":
+        return directory_source(doc.metadata.get("file_path", ""))
+    value: object = doc.metadata
+    for part in how.removeprefix("metadata.").split("."):
+        value = value.get(part, "(unknown)") if isinstance(value, dict) else "(unknown)"
+    return str(value)
+
+
+class ShardReader(PipelineStep):
+    """Reads rosetta-curate shards (jsonl, .gz, multi-frame .zst, parquet) with the same parser
+    and ids as `curate filter`; task `rank` takes shards rank, rank + world_size, ..."""
+
+    name = "Rosetta shards"
+    type = "📖 - READER"
+
+    def __init__(self, shard_dir: str, text_key: str = "text", id_key: str = "id"):
+        super().__init__()
+        self.shard_dir = str(shard_dir)
+        self.text_key = text_key
+        self.id_key = id_key
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
+        if data:
+            yield from data
+        shard_dir = Path(self.shard_dir)
+        root = shard_root(shard_dir)
+        for shard in list_shards(shard_dir)[rank::world_size]:
+            rel = shard.relative_to(root).as_posix()
+            for doc in read_documents(shard, self.text_key, self.id_key, "skip", root=root):
+                if doc.error is not None:
+                    self.stat_update("skipped_rows")
+                    continue
+                self.stat_update("documents")
+                yield Document(
+                    text=doc.text, id=doc.id, metadata={"file_path": rel, "row": doc.row}
+                )
+
+
+class RosettaScorer(PipelineStep):
+    """Adds metadata rosetta_score, n_tokens, truncated and rosetta_neurons (per neuron column).
+
+    Documents are scored in chunks of up to `chunk_docs` consecutive documents of one file, as the
+    probe stage does, so scores match the side files of `curate probe` bit for bit.
+    """
+
+    name = "Rosetta scorer"
+    type = "🔢 - TAGGER"
+
+    def __init__(
+        self,
+        recipe: str | Recipe = "rosetta-default",
+        dtype: str = "auto",
+        tokens_per_batch: int = 8192,
+        chunk_docs: int = CHUNK_DOCS,
+    ):
+        super().__init__()
+        self.recipe = _recipe(recipe)
+        self.dtype = dtype
+        self.tokens_per_batch = tokens_per_batch
+        self.chunk_docs = chunk_docs
+        self._engine = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_engine": None}  # workers load their own model
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from probes.engine import ProbeEngine, pick_dtype
+            from probes.models import load_model
+            from probes.neurons import load_neuron_set
+
+            p = self.recipe.probe
+            loaded = load_model(p.model, dtype=pick_dtype(self.dtype))
+            neurons = load_neuron_set(p.neurons)
+            self._engine = ProbeEngine(loaded, neurons, p.agg, self.tokens_per_batch)
+        return self._engine
+
+    def _chunks(self, data: DocumentsPipeline) -> Iterator[list[Document]]:
+        chunk: list[Document] = []
+        for doc in data:
+            same_file = not chunk or chunk[0].metadata.get("file_path") == doc.metadata.get(
+                "file_path"
+            )
+            if chunk and (len(chunk) == self.chunk_docs or not same_file):
+                yield chunk
+                chunk = []
+            chunk.append(doc)
+        if chunk:
+            yield chunk
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
+        if not data:
+            return
+        for chunk in self._chunks(data):
+            with self.track_time("batch"):
+                scores = self.engine.score([doc.text for doc in chunk])
+            columns = [n.column for n in self.engine.neurons]
+            for i, doc in enumerate(chunk):
+                n = int(scores.n_tokens[i])
+                doc.metadata["n_tokens"] = n
+                doc.metadata["truncated"] = bool(scores.truncated[i])
+                doc.metadata["rosetta_score"] = float(scores.score[i]) if n else None
+                doc.metadata["rosetta_neurons"] = (
+                    {c: float(v) for c, v in zip(columns, scores.neurons[i], strict=True)}
+                    if n
+                    else None
+                )
+                self.stat_update("scored" if n else "no_tokens")
+                yield doc
+
+
+class ScoreStats(PipelineStep):
+    """Writes this rank's per-document statistics (id, tokens, source, neuron values) to
+    `stats_dir/<rank>.parquet` and passes documents on. Written whole or not at all."""
+
+    name = "Rosetta score stats"
+    type = "📊 - STATS"
+
+    def __init__(self, stats_dir: str, recipe: str | Recipe = "rosetta-default"):
+        super().__init__()
+        self.stats_dir = str(stats_dir)
+        self.recipe = _recipe(recipe)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
+        rows: dict[str, list] = {"id": [], "n_tokens": [], "source": [], "score": [], "neurons": []}
+        for doc in data or ():
+            neurons = doc.metadata.get("rosetta_neurons")
+            rows["id"].append(doc.id)
+            rows["n_tokens"].append(doc.metadata["n_tokens"])
+            rows["source"].append(doc_source(doc, self.recipe.quotas.source))
+            rows["score"].append(doc.metadata.get("rosetta_score"))
+            rows["neurons"].append(json.dumps(neurons) if neurons else None)
+            yield doc
+        folder = Path(self.stats_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{rank:05d}.parquet"
+        tmp = folder / f".{rank:05d}.{os.getpid()}.tmp"
+        try:
+            pq.write_table(pa.table(rows), tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class BudgetPlan(PipelineStep):
+    """Merges every rank's statistics into one global cut and writes `plan_dir/plan.json`.
+
+    Run it as its own stage with one task, after the scoring stage has finished.
+    """
+
+    name = "Rosetta budget plan"
+    type = "📐 - PLAN"
+
+    def __init__(self, stats_dir: str, plan_dir: str, recipe: str | Recipe = "rosetta-default"):
+        super().__init__()
+        self.stats_dir = str(stats_dir)
+        self.plan_dir = str(plan_dir)
+        self.recipe = _recipe(recipe)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
+        if data:
+            yield from data
+        if rank != 0:
+            return
+        table = stats_table(Path(self.stats_dir), self.recipe)
+        plan = make_plan(table, self.recipe, self.recipe.budget)
+        result = {
+            "input_docs": plan.input_docs,
+            "input_tokens": plan.input_tokens,
+            "kept_docs": plan.kept_docs,
+            "kept_tokens": plan.kept_tokens,
+            "budget_tokens": plan.budget_tokens,
+            "budget_exceeds_corpus": not plan.budget_reached,
+            "threshold": plan.threshold,
+            "cut": plan.spec.to_dict(),
+        }
+        Path(self.plan_dir).mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(self.plan_dir) / PLAN_FILE, json.dumps(result, indent=2).encode())
+        self.stat_update("kept_docs", value=plan.kept_docs)
+
+
+def stats_table(stats_dir: Path, recipe: Recipe) -> DocTable:
+    """All ranks' statistics as one table, the shape `make_plan` takes."""
+    files = sorted(stats_dir.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no rank statistics in {stats_dir}: run the scoring stage first")
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    neurons = [json.loads(n) if n else None for n in table.column("neurons").to_pylist()]
+    columns = list(next((n for n in neurons if n), {}))
+    matrix = np.array(
+        [[n[c] for c in columns] if n else [np.nan] * len(columns) for n in neurons], np.float32
+    ).reshape(len(neurons), len(columns))
+    tokens = np.array(table.column("n_tokens").to_pylist(), np.int64)
+    sources = table.column("source").to_pylist()
+    names = sorted(set(sources))
+    weights = _neuron_weights(recipe, columns)
+    return DocTable(
+        root=stats_dir,
+        shards=[f.name for f in files],
+        shard=np.zeros(len(tokens), np.int32),
+        row=np.arange(len(tokens)),
+        ids=table.column("id").to_pylist(),
+        tokens=tokens,
+        error=[None if t > 0 else "text has no tokens" for t in tokens.tolist()],
+        columns=columns,
+        neurons=matrix,
+        probe_score=np.array(
+            [np.nan if s is None else s for s in table.column("score").to_pylist()], np.float64
+        ),
+        side_meta={"neurons": weights},
+        source=np.array([names.index(s) for s in sources], np.int32),
+        sources=names,
+    )
+
+
+def _neuron_weights(recipe: Recipe, columns: list[str]) -> list[list]:
+    """[layer, index, threshold, weight] per column, as side-file metadata records them."""
+    from probes.neurons import load_neuron_set
+
+    by_column = {n.column: n for n in load_neuron_set(recipe.probe.neurons).neurons}
+    return [
+        [by_column[c].layer, by_column[c].index, by_column[c].threshold, by_column[c].weight]
+        for c in columns
+    ]
+
+
+class BudgetFilter(BaseFilter):
+    """Keeps a document iff it falls above its cell's cut in plan.json; else drops it with the
+    reason (too_short, too_long, below_threshold, budget). Decides a batch at a time."""
+
+    name = "Rosetta budget filter"
+
+    def __init__(
+        self,
+        plan_dir: str,
+        recipe: str | Recipe = "rosetta-default",
+        batch_size: int = 1024,
+        exclusion_writer=None,
+    ):
+        super().__init__(exclusion_writer=exclusion_writer, batch_size=batch_size)
+        self.plan_dir = str(plan_dir)
+        self.recipe = _recipe(recipe)
+        self._spec: CutSpec | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_spec": None}
+
+    @property
+    def spec(self) -> CutSpec:
+        if self._spec is None:
+            plan = json.loads((Path(self.plan_dir) / PLAN_FILE).read_text())
+            self._spec = CutSpec.from_dict(plan["cut"])
+        return self._spec
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filter_batch([doc])[0]
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
+        spec = self.spec
+        columns = list(spec.zparams.columns) if spec.zparams else []
+        neurons = np.array(
+            [
+                [(d.metadata.get("rosetta_neurons") or {}).get(c, np.nan) for c in columns]
+                for d in batch
+            ],
+            np.float32,
+        ).reshape(len(batch), len(columns))
+        reasons = spec.decide(
+            [d.id for d in batch],
+            np.array([d.metadata.get("n_tokens", 0) for d in batch], np.int64),
+            [doc_source(d, self.recipe.quotas.source) for d in batch],
+            neurons=neurons,
+            probe_score=np.array(
+                [_float(d.metadata.get("rosetta_score")) for d in batch], np.float64
+            ),
+        )
+        return [True if r is None else (False, r) for r in reasons]
+
+
+def _float(value: float | None) -> float:
+    return np.nan if value is None else float(value)

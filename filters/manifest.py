@@ -1,0 +1,131 @@
+"""Proof of a selection: manifest.json (what went in, what was kept, with which settings) and
+report.png (score histogram with the cut, tokens kept per source).
+
+Both hold no timestamps or timings, so the same inputs give the same bytes.
+"""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from filters.corpus import DocTable
+from filters.plan import Plan
+from filters.recipe import Recipe
+from filters.write import write_atomic
+from probes.version import TOOL_VERSION
+
+MANIFEST = "manifest.json"
+REPORT = "report.png"
+
+
+def build_manifest(
+    table: DocTable, plan: Plan, recipe: Recipe, budget: str, model: str | None, tokenizer: str
+) -> dict:
+    kept_by_source = Counter()
+    input_by_source = Counter()
+    for s, t, k, r in zip(
+        table.source.tolist(), table.tokens.tolist(), plan.keep, plan.reason, strict=True
+    ):
+        if r != "error":
+            input_by_source[table.sources[s]] += t
+        if k:
+            kept_by_source[table.sources[s]] += t
+    error = (
+        (plan.kept_tokens - plan.budget_tokens) / plan.budget_tokens if plan.budget_tokens else 0.0
+    )
+    meta = table.side_meta or {}
+    return {
+        "tool_version": TOOL_VERSION,
+        "input_docs": plan.input_docs,
+        "input_tokens": plan.input_tokens,
+        "skipped_rows": sum(r == "error" for r in plan.reason),
+        "kept_docs": plan.kept_docs,
+        "kept_tokens": plan.kept_tokens,
+        "budget": budget,
+        "budget_tokens": plan.budget_tokens,
+        "budget_error": error,
+        "budget_exceeds_corpus": not plan.budget_reached,
+        "threshold": plan.threshold,
+        "dropped": dict(sorted(Counter(r for r in plan.reason if r is not None).items())),
+        "tokens_by_source": {
+            name: {"input": input_by_source[name], "kept": kept_by_source[name]}
+            for name in table.sources
+        },
+        "shards": len(table.shards),
+        "model": meta.get("model", recipe.probe.model if recipe.needs_probe else None) or model,
+        "model_hash": meta.get("model_hash"),
+        "neuron_set": recipe.probe.neurons if recipe.needs_probe else None,
+        "neurons": meta.get("neurons"),
+        "agg": meta.get("agg"),
+        "tokenizer": tokenizer,
+        "recipe": recipe.to_dict(),
+        "cut": plan.spec.to_dict(),
+    }
+
+
+def write_manifest(out_dir: Path, manifest: dict) -> Path:
+    path = out_dir / MANIFEST
+    write_atomic(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def write_report(out_dir: Path, plan: Plan, manifest: dict) -> Path:
+    """Two panels: selection-key histogram (all vs kept) with the cut, tokens per source."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2)
+    usable = ~np.isnan(plan.key)
+    keys = plan.key[usable]
+    bins = np.histogram_bin_edges(keys, bins=50) if len(keys) else 10
+    left.hist(keys, bins=bins, color="0.75", label="all documents")
+    left.hist(plan.key[plan.keep], bins=bins, color="tab:blue", label="kept")
+    if plan.threshold is not None:
+        left.axvline(plan.threshold, color="tab:red", linestyle="--", label="cut")
+    left.set_xlabel("selection key (score; plus Gumbel noise when sampling)")
+    left.set_ylabel("documents")
+    left.legend()
+    by_source = manifest["tokens_by_source"]
+    names = list(by_source)
+    y = np.arange(len(names))
+    right.barh(y, [by_source[n]["input"] for n in names], color="0.75", label="input")
+    right.barh(y, [by_source[n]["kept"] for n in names], color="tab:blue", label="kept")
+    right.set_yticks(y, names)
+    right.set_xlabel("tokens")
+    right.legend()
+    fig.suptitle(
+        f"kept {manifest['kept_tokens']:,} of {manifest['input_tokens']:,} tokens "
+        f"(budget {manifest['budget_tokens']:,}) in {manifest['kept_docs']:,} documents"
+    )
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
+    path = out_dir / REPORT
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
+def summary(manifest: dict) -> str:
+    """A few lines for the terminal."""
+    kept, budget = manifest["kept_tokens"], manifest["budget_tokens"]
+    lines = [
+        f"input: {manifest['input_docs']:,} documents, {manifest['input_tokens']:,} tokens "
+        f"({manifest['skipped_rows']:,} unusable rows skipped)",
+        f"kept: {manifest['kept_docs']:,} documents, {kept:,} tokens "
+        f"(budget {budget:,}, {manifest['budget_error'] * 100:+.2f}%)",
+    ]
+    if manifest["budget_exceeds_corpus"]:
+        lines.append("budget exceeds the eligible tokens: every eligible document was kept")
+    dropped = ", ".join(f"{k} {v:,}" for k, v in manifest["dropped"].items())
+    if dropped:
+        lines.append(f"dropped: {dropped}")
+    if manifest["threshold"] is not None:
+        lines.append(f"cut: selection key >= {manifest['threshold']:.6g}")
+    return "\n".join(lines)

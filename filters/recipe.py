@@ -1,0 +1,342 @@
+"""Filter recipes: TOML files loaded into typed, validated config.
+
+A recipe may `include` a base recipe (a path relative to itself or a bundled recipe name); the
+including file's tables are merged over the base's key by key. Every key is checked, so a typo
+fails loudly, naming the key and the closest valid one, instead of silently using a default.
+"""
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from probes.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
+from probes.errors import CurateError
+
+RECIPE_VERSION = 1
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+SCORE_METHODS = ("zsum", "probe", "random", "dsir")
+MODES = ("topk", "threshold", "sample")
+_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A token count, or a fraction of the corpus's tokens (resolved once the corpus is known)."""
+
+    tokens: int | None = None
+    fraction: float | None = None
+
+    def resolve(self, corpus_tokens: int) -> int:
+        if self.tokens is not None:
+            return self.tokens
+        return round(corpus_tokens * self.fraction)
+
+    def __str__(self) -> str:
+        return str(self.tokens) if self.tokens is not None else f"{self.fraction * 100:g}%"
+
+
+def parse_budget(value: str | int) -> Budget:
+    """`5000000`, `5M`, `2B`, `500k`, `1.5M` (tokens) or `30%` (of the corpus's tokens)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise CurateError(f"budget {value!r}: expected tokens (e.g. 5M, 2B) or a percentage")
+    if isinstance(value, int):
+        if value <= 0:
+            raise CurateError(f"budget {value}: must be positive")
+        return Budget(tokens=value)
+    text = value.strip().replace("_", "").replace(",", "")
+    if match := re.fullmatch(r"(\d+(?:\.\d+)?)%", text):
+        pct = float(match[1])
+        if not 0 < pct <= 100:
+            raise CurateError(f"budget {value!r}: a percentage must be in (0, 100]")
+        return Budget(fraction=pct / 100)
+    if match := re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMbBtT]?)", text):
+        tokens = round(float(match[1]) * _SUFFIXES.get(match[2].lower(), 1))
+        if tokens <= 0:
+            raise CurateError(f"budget {value!r}: must be positive")
+        return Budget(tokens=tokens)
+    raise CurateError(
+        f"budget {value!r}: expected tokens (e.g. 5000000, 5M, 2B) or a percentage (30%)"
+    )
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Which model, neurons and aggregation produce the score side files."""
+
+    model: str = "minilm-l6"
+    neurons: str = ""  # passed to load_neuron_set after resolve_neurons
+    agg: str = DEFAULT_AGGREGATION
+    text_key: str = "text"
+    id_key: str = "id"
+    on_error: str = "fail"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How per-neuron columns become one document score."""
+
+    method: str = "zsum"  # zsum: weighted sum of z-scored neuron columns; probe: side-file score
+    weights: dict[str, float] = field(default_factory=dict)  # column (L3N17) -> weight
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    mode: str = "topk"
+    budget: str = "30%"
+    temperature: float = 1.0  # sample mode: Gumbel noise scale relative to the score's spread
+    threshold: float | None = None  # threshold mode: keep scores >= this (still capped by budget)
+    tokenizer: str = ""  # "" = the probe model's; else a model alias or folder
+    min_tokens: int = 0
+    max_tokens: int = 0  # 0 = no limit
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """Per-source caps, as fractions of the budget."""
+
+    source: str = "directory"  # the shard's first directory, or a dotted record key
+    caps: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DiversityConfig:
+    """k-means over z-scored neuron vectors; no cluster may take more than `cap` of the budget."""
+
+    clusters: int = 0  # 0 = off
+    cap: float = 0.25
+    iterations: int = 20
+
+
+@dataclass(frozen=True)
+class DsirConfig:
+    target: str = ""  # shard directory the selection should resemble (relative to the recipe)
+    buckets: int = 10_000
+    text_key: str = "text"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    version: int = RECIPE_VERSION
+    name: str = ""
+    description: str = ""
+    probe: ProbeConfig = ProbeConfig()
+    score: ScoreConfig = ScoreConfig()
+    select: SelectConfig = SelectConfig()
+    quotas: QuotaConfig = QuotaConfig()
+    diversity: DiversityConfig = DiversityConfig()
+    dsir: DsirConfig = DsirConfig()
+
+    @property
+    def budget(self) -> Budget:
+        return parse_budget(self.select.budget)
+
+    @property
+    def needs_probe(self) -> bool:
+        return self.score.method in ("zsum", "probe") or self.diversity.clusters > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe (includes applied), as recorded in manifests."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections: dict[str, Any]) -> "Recipe":
+        """A copy with some fields of some sections changed, e.g. select={"budget": "5M"}."""
+        changed = {k: dataclasses.replace(getattr(self, k), **v) for k, v in sections.items()}
+        recipe = dataclasses.replace(self, **changed)
+        _check_values(recipe)
+        return recipe
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Recipe) if dataclasses.is_dataclass(f.type)}
+_TOP = {"version", "include", "name", "description", *_SECTIONS}
+
+
+def bundled_recipes() -> list[Path]:
+    """Recipes shipped with the tool (`recipes/*.toml`), selectable by name."""
+    return sorted(RECIPES_DIR.glob("*.toml"))
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A recipe file: an existing path, or the name of a bundled recipe."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    bundled = RECIPES_DIR / f"{name_or_path.removesuffix('.toml')}.toml"
+    if bundled.is_file():
+        return bundled
+    names = [p.stem for p in bundled_recipes()]
+    close = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise CurateError(
+        f"recipe {name_or_path!r} is neither a file nor a bundled recipe; {hint}"
+        f"bundled: {', '.join(names)}"
+    )
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """Read, merge includes, validate; relative paths inside are resolved against each file."""
+    path = find_recipe(name_or_path).resolve()
+    raw = _read_merged(path, chain=())
+    return _build(raw, path)
+
+
+def _read_merged(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
+        raise CurateError(f"{path}: include cycle ({cycle})")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise CurateError(f"{path}: invalid TOML: {exc}") from exc
+    except OSError as exc:
+        raise CurateError(f"{path}: cannot read recipe ({exc.strerror})") from exc
+    _check_keys(raw, _TOP, str(path))
+    _absolutize(raw, path.parent)
+    include = raw.pop("include", None)
+    if include is None:
+        return raw
+    if not isinstance(include, str):
+        raise CurateError(f"{path}: include must be a string (a recipe file or bundled name)")
+    relative = path.parent / include
+    base_path = relative if relative.is_file() else find_recipe(include)
+    base = _read_merged(base_path.resolve(), (*chain, path))
+    merged = {**base, **{k: v for k, v in raw.items() if k not in _SECTIONS}}
+    for section in _SECTIONS:
+        if section in base or section in raw:
+            merged[section] = {**base.get(section, {}), **raw.get(section, {})}
+    return merged
+
+
+def _absolutize(raw: dict[str, Any], folder: Path) -> None:
+    """Make file references relative to the recipe that wrote them, before merging."""
+    probe = raw.get("probe")
+    if isinstance(probe, dict) and isinstance(probe.get("neurons"), str):
+        probe["neurons"] = resolve_neurons(probe["neurons"], folder)
+    dsir = raw.get("dsir")
+    if isinstance(dsir, dict) and isinstance(dsir.get("target"), str) and dsir["target"]:
+        dsir["target"] = str((folder / dsir["target"]).resolve())
+
+
+def resolve_neurons(spec: str, folder: Path) -> str:
+    """Inline JSON as is; else a path relative to the recipe; else a probes/data resource."""
+    if spec.lstrip().startswith("[") or not spec:
+        return spec
+    relative = folder / spec
+    if relative.exists():
+        return str(relative.resolve())
+    resource = files("probes") / "data" / spec
+    if resource.is_file() or resource.is_dir():
+        return str(resource)
+    return spec  # load_neuron_set reports it
+
+
+def _check_keys(table: dict[str, Any], valid: set[str], where: str) -> None:
+    for key in table:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.4)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise CurateError(
+                f"{where}: unknown key {key!r}{hint} (valid: {', '.join(sorted(valid))})"
+            )
+
+
+def _build(raw: dict[str, Any], path: Path) -> Recipe:
+    version = raw.get("version", None)
+    if version != RECIPE_VERSION:
+        raise CurateError(
+            f"{path}: version must be {RECIPE_VERSION} (got {version!r}); "
+            "set `version = 1` at the top of the recipe"
+        )
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise CurateError(f"{path}: [{name}] must be a table")
+        valid = {f.name for f in dataclasses.fields(cls)}
+        _check_keys(table, valid, f"{path} [{name}]")
+        sections[name] = cls(
+            **{k: _typed(v, cls, k, f"{path}: {name}.{k}") for k, v in table.items()}
+        )
+    top = {k: raw[k] for k in ("name", "description") if k in raw}
+    for key, value in top.items():
+        if not isinstance(value, str):
+            raise CurateError(f"{path}: {key} must be a string")
+    recipe = Recipe(
+        version=version,
+        name=top.get("name", path.stem),
+        description=top.get("description", ""),
+        **sections,
+    )
+    _check_values(recipe, str(path))
+    return recipe
+
+
+def _typed(value: Any, cls: type, key: str, where: str) -> Any:
+    """Check a value against the dataclass field's annotation (ints are fine for floats)."""
+    annotation = {f.name: f.type for f in dataclasses.fields(cls)}[key]
+    if (
+        annotation in (float, float | None)
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+    ):
+        return float(value)
+    if annotation == dict[str, float]:
+        ok = isinstance(value, dict) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+        )
+        if ok:
+            return {k: float(v) for k, v in value.items()}
+        raise CurateError(f"{where}: expected a table of numbers, got {json.dumps(value)}")
+    expected = {str: str, int: int, float: float, float | None: float}[annotation]
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise CurateError(f"{where}: expected {expected.__name__}, got {json.dumps(value)}")
+    return value
+
+
+def _check_values(recipe: Recipe, where: str = "recipe") -> None:
+    """Field-level checks that types alone cannot express; each names its field."""
+    p, s, sel, q, d = recipe.probe, recipe.score, recipe.select, recipe.quotas, recipe.diversity
+    checks = [
+        ("probe.agg", p.agg in AGGREGATIONS, f"one of {', '.join(AGGREGATIONS)}"),
+        ("probe.on_error", p.on_error in ("fail", "skip"), "'fail' or 'skip'"),
+        ("probe.neurons", bool(p.neurons) or not recipe.needs_probe, "a neuron set"),
+        ("score.method", s.method in SCORE_METHODS, f"one of {', '.join(SCORE_METHODS)}"),
+        (
+            "score.weights",
+            all(re.fullmatch(r"L\d+N\d+", k) for k in s.weights),
+            "L<layer>N<index> keys",
+        ),
+        ("select.mode", sel.mode in MODES, f"one of {', '.join(MODES)}"),
+        ("select.temperature", sel.temperature > 0 and math.isfinite(sel.temperature), "> 0"),
+        (
+            "select.threshold",
+            sel.mode != "threshold" or sel.threshold is not None,
+            "set for mode threshold",
+        ),
+        ("select.min_tokens", sel.min_tokens >= 0, ">= 0"),
+        ("select.max_tokens", sel.max_tokens >= 0, ">= 0 (0 = no limit)"),
+        ("select.seed", sel.seed >= 0, ">= 0"),
+        ("quotas.caps", all(0 < v <= 1 for v in q.caps.values()), "fractions in (0, 1]"),
+        ("quotas.source", bool(q.source), "'directory' or a dotted record key"),
+        ("diversity.clusters", d.clusters >= 0, ">= 0 (0 = off)"),
+        ("diversity.cap", 0 < d.cap <= 1, "a fraction in (0, 1]"),
+        ("diversity.iterations", d.iterations > 0, "> 0"),
+        ("dsir.buckets", recipe.dsir.buckets > 0, "> 0"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            value = dataclasses.asdict(recipe)
+            for part in name.split("."):
+                value = value[part]
+            raise CurateError(f"{where}: {name} must be {expected}, got {json.dumps(value)}")
+    try:
+        parse_budget(recipe.select.budget)
+    except CurateError as exc:
+        raise CurateError(f"{where}: select.budget: {exc}") from None

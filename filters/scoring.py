@@ -1,0 +1,91 @@
+"""Document scores and selection keys, computed the same way wherever selection runs.
+
+`curate filter` and the datatrove steps both call these functions, row by row, so the same
+document gets bit-identical keys in both: z-score statistics are order-independent (sums of
+sorted values) and the combination is an explicit per-column loop, never a reduction whose
+rounding could depend on how rows were batched.
+"""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ZParams:
+    """Per-column mean, standard deviation and weight of a z-scored weighted sum."""
+
+    columns: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weight: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {"columns": self.columns, "mean": self.mean, "std": self.std, "weight": self.weight}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ZParams":
+        return cls(*(tuple(data[k]) for k in ("columns", "mean", "std", "weight")))
+
+
+def fit_zparams(
+    neurons: np.ndarray, columns: Sequence[str], weights: dict[str, float], base: Sequence[float]
+) -> ZParams:
+    """Statistics over the usable rows of `neurons` [docs, columns].
+
+    `weights` (from the recipe) override `base` (the neuron set's own weights) per column.
+    """
+    mean, std = [], []
+    for j in range(neurons.shape[1]):
+        col = np.sort(neurons[:, j].astype(np.float64))
+        m = float(col.sum() / len(col)) if len(col) else 0.0
+        var = float(np.sort((col - m) ** 2).sum() / len(col)) if len(col) else 0.0
+        mean.append(m)
+        std.append(var**0.5 if var > 0 else 1.0)
+    weight = tuple(float(weights.get(c, b)) for c, b in zip(columns, base, strict=True))
+    return ZParams(tuple(columns), tuple(mean), tuple(std), weight)
+
+
+def zsum(neurons: np.ndarray, params: ZParams) -> np.ndarray:
+    """sum_j weight_j * (x_j - mean_j) / std_j, in float64, one column at a time."""
+    out = np.zeros(neurons.shape[0], dtype=np.float64)
+    for j in range(neurons.shape[1]):
+        x = neurons[:, j].astype(np.float64)
+        out += params.weight[j] * ((x - params.mean[j]) / params.std[j])
+    return out
+
+
+def doc_hashes(ids: Sequence[str], seed: int) -> np.ndarray:
+    """A stable 64-bit hash per document id: the tie-break and the source of random draws."""
+    salt = seed.to_bytes(8, "little")
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, salt=salt).digest())
+            for i in ids
+        ],
+        dtype=np.uint64,
+    )
+
+
+def uniform(hashes: np.ndarray) -> np.ndarray:
+    """Uniform draws in (0, 1) from the top 53 bits of each hash."""
+    return ((hashes >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+
+
+def selection_keys(
+    score: np.ndarray, hashes: np.ndarray, method: str, mode: str, temperature: float
+) -> np.ndarray:
+    """Higher key = selected first.
+
+    topk/threshold rank by score. sample adds Gumbel noise to score / temperature, so taking
+    the top keys draws documents without replacement with probability ~ exp(score / T)
+    (Gumbel top-k). The random baseline is sample mode over equal scores.
+    """
+    if method == "random":
+        return uniform(hashes)
+    if mode != "sample":
+        return score.astype(np.float64)
+    gumbel = -np.log(-np.log(uniform(hashes)))
+    return score.astype(np.float64) / temperature + gumbel

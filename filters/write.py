@@ -1,0 +1,140 @@
+"""Write the kept rows of every shard in the shard's own format and relative path.
+
+Rows are copied as they are (JSON lines byte for byte; parquet rows with the shard's schema),
+compressors run with fixed settings and no timestamps, so the same plan always gives the same
+bytes. Each shard is written under a temporary name and renamed when complete; a state file
+written first names the plan, so a rerun after a kill keeps the finished shards of the same plan
+and refuses to mix plans in one folder.
+"""
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+from probes.errors import CurateError, ShardError
+from probes.shards import iter_raw_rows, shard_suffix
+
+STATE_FILE = ".curate-plan.json"
+ZSTD_LEVEL = 10
+PARQUET_BATCH = 1024
+
+
+def plan_digest(rows_by_shard: dict[str, np.ndarray], extra: dict) -> str:
+    """A hash of what will be written: the rows per shard and the settings that shape bytes."""
+    digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    for rel in sorted(rows_by_shard):
+        digest.update(rel.encode() + b"\0" + np.asarray(rows_by_shard[rel], np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def prepare_output(out_dir: Path, digest: str, what: str) -> None:
+    """Claim `out_dir` for a plan: new or empty, or holding an unfinished run of the same plan."""
+    state = out_dir / STATE_FILE
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not state.is_file():
+            raise CurateError(
+                f"{out_dir} is not empty and holds no curate output; pick a new {what}"
+            )
+        if json.loads(state.read_text())["plan"] != digest:
+            raise CurateError(
+                f"{out_dir} holds the output of another selection; remove it or pick a new {what}"
+            )
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(state, json.dumps({"plan": digest}).encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_rows(root: Path, rows_by_shard: dict[str, np.ndarray], out_dir: Path) -> dict[str, int]:
+    """Write each shard's listed rows (sorted physical rows) to out_dir/<same relative path>.
+
+    Shards with no rows are not written. Returns rows written per shard (finished shards of
+    an earlier run of the same plan are kept, not rewritten).
+    """
+    written = {}
+    for rel, rows in sorted(rows_by_shard.items()):
+        if not len(rows):
+            continue
+        target = out_dir / rel
+        written[rel] = len(rows)
+        if target.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed run
+            stale.unlink()
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            _write_shard(root / rel, np.asarray(rows, np.int64), tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return written
+
+
+def _write_shard(source: Path, rows: np.ndarray, tmp: Path) -> None:
+    suffix = shard_suffix(source)
+    if suffix == ".parquet":
+        _write_parquet(source, rows, tmp)
+        return
+    with open(tmp, "wb") as raw:
+        if suffix == ".jsonl.gz":
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
+                _copy_lines(source, rows, out)
+        elif suffix == ".jsonl.zst":
+            cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, threads=0)
+            with cctx.stream_writer(raw, closefd=False) as out:
+                _copy_lines(source, rows, out)
+        else:
+            _copy_lines(source, rows, raw)
+
+
+def _selected(source: Path, rows: np.ndarray) -> Iterator[bytes | dict]:
+    """The raw rows listed in `rows`; damage past the last listed row is not an error."""
+    wanted = iter(rows.tolist())
+    target = next(wanted, None)
+    try:
+        for row, raw in iter_raw_rows(source):
+            if row == target:
+                yield raw
+                target = next(wanted, None)
+                if target is None:
+                    return
+    except ShardError:
+        if target is not None:
+            raise
+    if target is not None:
+        raise CurateError(f"{source}: row {target + 1} is gone; the shard changed since scoring")
+
+
+def _copy_lines(source: Path, rows: np.ndarray, out) -> None:
+    for raw in _selected(source, rows):
+        out.write(raw + b"\n")
+
+
+def _write_parquet(source: Path, rows: np.ndarray, tmp: Path) -> None:
+    schema = pq.read_schema(source)
+    with pq.ParquetWriter(tmp, schema) as writer:
+        batch: list[dict] = []
+        for record in _selected(source, rows):
+            batch.append(record)
+            if len(batch) == PARQUET_BATCH:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                batch = []
+        if batch:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))

@@ -1,0 +1,148 @@
+"""The datatrove plan (score -> per-rank stats -> one global cut -> filter) keeps exactly what
+`curate filter` keeps for the same recipe."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.writers import JsonlWriter
+from small_corpus import scored_small_corpus
+
+from curate.datatrove_steps import (
+    PLAN_FILE,
+    BudgetFilter,
+    BudgetPlan,
+    RosettaScorer,
+    ScoreStats,
+    ShardReader,
+)
+from curate.filter_cli import run_filter
+from filters.recipe import load_recipe
+
+
+def _kept_ids(folder: Path) -> set[str]:
+    import gzip
+
+    ids = set()
+    for path in folder.rglob("*.jsonl.gz"):
+        with gzip.open(path, "rt") as f:
+            ids.update(json.loads(line)["id"] for line in f)
+    return ids
+
+
+def _pipeline(shards: Path, work: Path, recipe, executor, **kwargs):
+    stage1 = executor(
+        [
+            ShardReader(str(shards)),
+            RosettaScorer(recipe),
+            ScoreStats(str(work / "stats"), recipe),
+            JsonlWriter(str(work / "tagged")),
+        ],
+        logging_dir=str(work / "logs1"),
+        **kwargs,
+    )
+    stage1.run()
+    plan = executor(
+        [BudgetPlan(str(work / "stats"), str(work / "plan"), recipe)],
+        logging_dir=str(work / "logs2"),
+        **{**kwargs, "tasks": 1, "workers": 1},
+    )
+    plan.run()
+    stage3 = executor(
+        [
+            JsonlReader(str(work / "tagged")),
+            BudgetFilter(str(work / "plan"), recipe),
+            JsonlWriter(str(work / "kept")),
+        ],
+        logging_dir=str(work / "logs3"),
+        **kwargs,
+    )
+    stage3.run()
+    return json.loads((work / "plan" / PLAN_FILE).read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    shards, scores = scored_small_corpus()
+    recipe = load_recipe("rosetta-diverse").replace(quotas={"caps": {"topics": 0.4}})
+    out = tmp_path_factory.mktemp("ref")
+    manifest, plan = run_filter(shards, recipe, out / "out", scores, progress=False)
+    kept = {i for i, k in zip(plan_ids(shards, scores), plan.keep, strict=True) if k}
+    return shards, recipe, manifest, kept
+
+
+def plan_ids(shards: Path, scores: Path) -> list[str]:
+    from filters.corpus import from_side_files
+
+    return from_side_files(shards, scores).ids
+
+
+def test_local_executor_two_tasks_keeps_what_curate_filter_keeps(reference, tmp_path):
+    shards, recipe, manifest, kept = reference
+    assert 0 < len(kept) < manifest["input_docs"]
+    assert manifest["dropped"].get("cluster_cap", 0) + manifest["dropped"].get("source_cap", 0) > 0
+    plan = _pipeline(shards, tmp_path, recipe, LocalPipelineExecutor, tasks=2, workers=2)
+    assert len(list((tmp_path / "stats").glob("*.parquet"))) == 2
+    assert plan["kept_tokens"] == manifest["kept_tokens"]
+    assert plan["budget_tokens"] == manifest["budget_tokens"]
+    assert _kept_ids(tmp_path / "kept") == kept
+    tagged = next((tmp_path / "tagged").glob("*.jsonl.gz"))
+    import gzip
+
+    first = json.loads(gzip.open(tagged, "rt").readline())
+    assert first["metadata"]["n_tokens"] > 0 and isinstance(
+        first["metadata"]["rosetta_score"], float
+    )
+
+
+def test_steps_pickle_without_a_loaded_model(reference):
+    import pickle
+
+    _, recipe, _, _ = reference
+    scorer = RosettaScorer(recipe)
+    scorer.engine  # noqa: B018  load it
+    clone = pickle.loads(pickle.dumps(scorer))
+    assert clone._engine is None and scorer._engine is not None
+
+
+@pytest.mark.slow
+def test_ray_executor_keeps_what_curate_filter_keeps(reference, tmp_path):
+    ray = pytest.importorskip("ray", reason="ray is an optional extra")
+    from datatrove.executor.ray import RayPipelineExecutor
+
+    shards, recipe, manifest, kept = reference
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        plan = _pipeline(
+            shards, tmp_path, recipe, RayPipelineExecutor, tasks=2, workers=2, mem_per_cpu_gb=0.5
+        )
+    finally:
+        ray.shutdown()
+    assert plan["kept_tokens"] == manifest["kept_tokens"]
+    assert _kept_ids(tmp_path / "kept") == kept
+
+
+@pytest.mark.parametrize("name", ["rosetta-default", "rosetta-sample", "random"])
+def test_serialized_cut_decides_each_document_like_the_plan(name):
+    from filters.corpus import assign_sources, directory_source, from_side_files
+    from filters.plan import CutSpec, make_plan
+
+    shards, scores = scored_small_corpus()
+    recipe = load_recipe(name).replace(select={"budget": "35%"})
+    table = from_side_files(shards, scores)
+    assign_sources(table, "directory")
+    plan = make_plan(table, recipe, recipe.budget)
+    spec = CutSpec.from_dict(json.loads(json.dumps(plan.spec.to_dict())))
+    reasons = spec.decide(
+        table.ids,
+        table.tokens,
+        [directory_source(table.shards[s]) for s in table.shard],
+        neurons=table.neurons,
+        probe_score=table.probe_score,
+    )
+    assert [r is None for r in reasons] == plan.keep.tolist()
+    assert reasons == plan.reason
