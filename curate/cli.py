@@ -100,10 +100,11 @@ def list_models() -> None:
 
 
 def _register_stage_commands() -> None:
+    from curate.discover_cli import discover, neurons
     from curate.filter_cli import filter_cmd, recipes
 
-    main.add_command(filter_cmd)
-    main.add_command(recipes)
+    for command in (discover, neurons, filter_cmd, recipes):
+        main.add_command(command)
 
 
 _register_stage_commands()

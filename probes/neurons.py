@@ -47,17 +47,25 @@ class NeuronSet:
 
 
 def load_neuron_set(spec: str) -> NeuronSet:
-    """Read `spec`: a JSON file, or inline JSON, holding [[layer, index], ...].
+    """Read `spec`: a discovered neuron-set folder, or a JSON file or inline JSON holding
+    [[layer, index], ...].
 
-    Entries may also be objects {"layer", "index", "threshold", "weight"}.
+    Entries may also be objects {"layer", "index", "threshold", "weight"}. A folder's set carries
+    the content hash of the model it was discovered on, so probing another model is refused.
     """
     path = Path(spec)
+    if path.is_dir():
+        from probes.artifact import read  # the artifact reader pulls in discovery code
+
+        return read(path).neuron_set(str(path))
     if path.is_file():
         text, source = path.read_text(encoding="utf-8"), str(path)
     elif spec.lstrip().startswith("["):
         text, source = spec, "inline JSON"
     else:
-        raise CurateError(f"neuron set {spec!r} is neither a file nor a JSON list of [layer, index]")
+        raise CurateError(
+            f"neuron set {spec!r} is neither a file nor a JSON list of [layer, index]"
+        )
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as exc:

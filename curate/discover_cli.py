@@ -1,0 +1,333 @@
+"""`curate discover` and `curate neurons show|top|atlas`: find, inspect, specialise neuron sets."""
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from probes.errors import CurateError
+
+DTYPE_CHOICE = click.Choice(["auto", "bf16", "fp32"])
+
+
+def _command_line() -> str:
+    return shlex.join(["curate", *sys.argv[1:]])
+
+
+def _layers(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise CurateError(f"--layers must be comma-separated integers, not {value!r}") from None
+
+
+@click.command()
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Alias or model folder; repeat it. The first is the anchor, the rest are partners.",
+)
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="Shards.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--max-tokens", default=50_000, show_default=True, help="Anchor tokens read.")
+@click.option("--min-corr", default=0.5, show_default=True, help="Correlation floor.")
+@click.option("--seed", default=0, show_default=True, help="Null rotations, split, random init.")
+@click.option("--top-k", default=1, show_default=True, help="Mutual top-k matching.")
+@click.option("--heldout", default=0.2, show_default=True, help="Share of documents held out.")
+@click.option(
+    "--replicate", default=0.75, show_default=True, help="Held-out corr / discovery corr."
+)
+@click.option("--null-quantile", default=0.99, show_default=True, help="Of null buddy corrs.")
+@click.option(
+    "--null-rate/--no-null-rate",
+    default=True,
+    show_default=True,
+    help="Rerun against a random-init copy of the first partner (doubles the time).",
+)
+@click.option("--layers", default=None, help="Comma-separated layers used in every model.")
+@click.option(
+    "--doc-tokens", default=128, show_default=True, help="Tokens read per document (its start)."
+)
+@click.option("--label-key", default="metadata.source", show_default=True)
+@click.option("--text-key", default="text", show_default=True)
+@click.option("--id-key", default="id", show_default=True)
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
+@click.option("--dtype", type=DTYPE_CHOICE, default="auto", show_default=True)
+@click.option("--tokens-per-batch", default=4096, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing neuron set at --out.")
+def discover(
+    models: tuple[str, ...],
+    data: Path,
+    out_dir: Path,
+    max_tokens: int,
+    min_corr: float,
+    seed: int,
+    top_k: int,
+    heldout: float,
+    replicate: float,
+    null_quantile: float,
+    null_rate: bool,
+    layers: str | None,
+    doc_tokens: int,
+    label_key: str,
+    text_key: str,
+    id_key: str,
+    on_error: str,
+    dtype: str,
+    tokens_per_batch: int,
+    force: bool,
+) -> None:
+    """Find Rosetta neurons of the first --model that have a buddy in every other one."""
+    from probes import artifact
+    from probes import discover as disc
+    from probes.engine import pick_dtype
+    from probes.models import load_model
+
+    if len(models) < 2:
+        raise CurateError("give at least two --model options: the anchor and a partner")
+    if heldout <= 0:
+        raise CurateError("--heldout must be above 0: replication needs held-out documents")
+    if out_dir.exists() and not force and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise CurateError(f"{out_dir} exists and is not empty; use --force to replace it")
+    loaded = [load_model(name, pick_dtype(dtype)) for name in models]
+    corpus = disc.Corpus(
+        data,
+        loaded[0],
+        max_tokens,
+        heldout,
+        seed,
+        label_key,
+        text_key,
+        id_key,
+        on_error,
+        doc_tokens,
+    )
+    settings = disc.Settings(
+        min_corr=min_corr,
+        top_k=top_k,
+        replicate=replicate,
+        null_quantile=null_quantile,
+        seed=seed,
+        tokens_per_batch=tokens_per_batch,
+        layers=_layers(layers),
+    )
+    found = disc.discover(loaded, corpus, settings)
+    null = disc.null_rate(found, corpus) if null_rate else None
+    result = artifact.from_discovery(found, corpus, _command_line(), null)
+    artifact.write(result, out_dir, force=force)
+    click.echo(_summary(result))
+    click.echo(f"neuron set: {out_dir} ({artifact.TENSORS}, {artifact.META}, {artifact.TABLE})")
+
+
+def _summary(result) -> str:
+    meta = result.meta
+    models, corpus, counts = meta["models"], meta["corpus"], meta["counts"]
+    lines = [
+        f"anchor {models[0]['name']} ({len(models[0]['layers'])} layers x {models[0]['width']}); "
+        + "partners: "
+        + ", ".join(f"{m['name']} ({len(m['layers'])} x {m['width']})" for m in models[1:]),
+        f"tokens: discovery {corpus['tokens'].get('discovery', 0):,} "
+        f"(aligned {corpus['aligned_tokens'].get('discovery', 0):,}), "
+        f"held-out {corpus['tokens'].get('heldout', 0):,} in {sum(corpus['documents'].values()):,} "
+        f"documents; corpus {corpus['fingerprint'][:16]}",
+    ]
+    for p, m in enumerate(models[1:]):
+        lines.append(
+            f"{m['name']}: mutual buddies {counts['mutual_buddies'][p]:,}, "
+            f">= floor {meta['thresholds']['min_corr']}: {counts['pass_floor'][p]:,}, "
+            f"> null {meta['thresholds']['null_threshold'][p]:.3f}: {counts['pass_null'][p]:,}, "
+            f"replicated: {counts['pass_replication'][p]:,}"
+        )
+    lines.append(
+        f"Rosetta neurons: {counts['rosetta']:,} of {counts['anchor_neurons']:,} "
+        f"({counts['rosetta'] / counts['anchor_neurons']:.2%})"
+    )
+    if meta["null_rate"] is not None:
+        null = meta["null_rate"]
+        lines.append(
+            f"null rate: {null['rosetta']} neurons against {null['partner']} "
+            f"= {null['rate']:.2%} of the Rosetta count"
+        )
+    for name, pop in meta["populations"].items():
+        values = ", ".join(
+            f"{k} {pop[k]:.3f}" if pop[k] is not None else f"{k} n/a"
+            for k in ("frequency", "skew", "kurtosis", "selectivity")
+        )
+        lines.append(f"{name:8} ({pop['neurons']:,} neurons): {values}")
+    lines.append(_table(result.rows()[:10], [m["name"] for m in models[1:]]))
+    return "\n".join(lines)
+
+
+def _table(rows: list[dict], partners: list[str]) -> str:
+    head = f"{'rank':>4} {'neuron':>10} {'corr':>6} " + " ".join(
+        f"{'buddy in ' + name[:14]:>24} {'held':>5} {'null':>5}" for name in partners
+    )
+    head += f" {'freq':>5} {'skew':>6} {'kurt':>7} {'CSI':>5}  top class"
+    lines = [head]
+    for row in rows:
+        line = f"{row['rank']:>4} {_name(row):>10} "
+        line += f"{row['mean_corr']:>6.3f} "
+        line += " ".join(
+            f"{_name(b):>17} {b['corr']:.3f} {b['heldout_corr']:>5.2f} {b['null_corr']:>5.2f}"
+            for b in row["buddies"]
+        )
+        line += f" {row['frequency']:>5.2f} {row['skew']:>6.2f} {row['kurtosis']:>7.1f}"
+        line += f" {row['selectivity']:>5.2f}  {row['top_class']}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _name(neuron: dict) -> str:
+    return f"L{neuron['layer']}N{neuron['index']}"
+
+
+@click.group()
+def neurons() -> None:
+    """Inspect and specialise discovered neuron sets."""
+
+
+@neurons.command()
+@click.argument("set_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Metadata and rows as JSON.")
+@click.option("--limit", default=0, help="Show only the first N neurons (0: all).")
+def show(set_dir: Path, as_json: bool, limit: int) -> None:
+    """Print a neuron set: provenance and one row per Rosetta neuron."""
+    from probes.artifact import read
+
+    result = read(set_dir)
+    rows = result.rows()[: limit or None]
+    if as_json:
+        click.echo(json.dumps({"meta": result.meta, "neurons": rows}, indent=2))
+        return
+    meta = result.meta
+    click.echo(f"{set_dir}: {meta['neurons']} neurons, tool {meta['tool_version']}")
+    for m in meta["models"]:
+        click.echo(f"  {m['role']:7} {m['name']} ({m['family']}, weights {m['content_hash']})")
+    corpus = meta["corpus"]
+    click.echo(f"  corpus {corpus['root']} fingerprint {corpus['fingerprint']}")
+    click.echo(f"  tokens {corpus['tokens']}  null rate {meta['null_rate']}")
+    click.echo(f"  command: {meta['command']}")
+    click.echo(_table(rows, [m["name"] for m in meta["models"][1:]]))
+
+
+@neurons.command()
+@click.argument("set_dir", type=click.Path(path_type=Path))
+@click.option("--target", required=True, type=click.Path(path_type=Path), help="Domain shards.")
+@click.option("--background", required=True, type=click.Path(path_type=Path), help="Shards.")
+@click.option("-k", "k", default=10, show_default=True, help="Neurons to keep.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--max-tokens", default=20_000, show_default=True, help="Per side.")
+@click.option("--dtype", type=DTYPE_CHOICE, default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing neuron set at --out.")
+def top(
+    set_dir: Path,
+    target: Path,
+    background: Path,
+    k: int,
+    out_dir: Path,
+    max_tokens: int,
+    dtype: str,
+    force: bool,
+) -> None:
+    """Keep the K Rosetta neurons most selective for TARGET versus BACKGROUND (Cohen's d)."""
+    from probes import artifact
+    from probes.discover import Corpus, Moments, aligned_batches
+    from probes.selectivity import domain_selectivity
+
+    if k < 1:
+        raise CurateError(f"-k must be at least 1, not {k}")
+    result = artifact.read(set_dir)
+    if result.size == 0:
+        raise CurateError(f"{set_dir} holds no Rosetta neurons")
+    source, columns = _anchor_source(result, dtype)
+    sides = {}
+    for name, root in (("target", target), ("background", background)):
+        corpus = Corpus(root, source.loaded, max_tokens, heldout=0.0)
+        moments = Moments(len(columns))
+        for acts, _ in aligned_batches(corpus, [source], False, 4096, name):
+            moments.update(acts[0][:, columns])
+        if moments.count < 2:
+            raise CurateError(f"--{name} {root} has fewer than 2 tokens")
+        sides[name] = (moments, corpus)
+    (t, t_corpus), (b, b_corpus) = sides["target"], sides["background"]
+    d = domain_selectivity(t.mean, t.var, b.mean, b.var).float()
+    ranks = d.argsort(descending=True)[: min(k, result.size)]
+    extra = {
+        "command": _command_line(),
+        "derived_from": {"path": str(set_dir), "command": result.meta["command"]},
+        "top": {
+            "selectivity": "Cohen's d of the anchor activation, target versus background tokens",
+            "target": {"root": str(target), "fingerprint": t_corpus.fingerprint, "tokens": t.count},
+            "background": {
+                "root": str(background),
+                "fingerprint": b_corpus.fingerprint,
+                "tokens": b.count,
+            },
+            "d": [float(d[r]) for r in ranks],
+        },
+    }
+    subset = result.subset(ranks, d[ranks].clamp(min=1e-6), extra)
+    artifact.write(subset, out_dir, force=force)
+    partners = [m["name"] for m in result.meta["models"][1:]]
+    click.echo(f"{len(ranks)} neurons most selective for {target} versus {background}:")
+    for row, r in zip(subset.rows(), ranks.tolist(), strict=True):
+        click.echo(f"  d={d[r]:+.2f}  L{row['layer']}N{row['index']}  corr {row['mean_corr']:.3f}")
+    click.echo(_table(subset.rows(), partners))
+    click.echo(f"neuron set: {out_dir}")
+
+
+def _anchor_source(result, dtype: str):
+    """The anchor model's ActivationSource for the set's neurons, columns in rank order."""
+    from probes.capture import ActivationSource
+    from probes.engine import pick_dtype
+    from probes.models import load_model
+
+    anchor = result.meta["models"][0]
+    loaded = load_model(anchor["name"], pick_dtype(dtype))
+    if loaded.content_hash != anchor["content_hash"]:
+        raise CurateError(
+            f"the neuron set was discovered on weights {anchor['content_hash']}, but "
+            f"{anchor['name']} now has {loaded.content_hash}"
+        )
+    neuron_set = result.neuron_set("artifact")
+    ordered = [(n.layer, n.index) for n in neuron_set.ordered()]
+    columns = torch.tensor([ordered.index((n.layer, n.index)) for n in neuron_set.neurons])
+    return ActivationSource(loaded, neuron_set.requests()), columns
+
+
+@neurons.command()
+@click.argument("set_dir", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Shards to show.")
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path))
+@click.option("--max-tokens", default=20_000, show_default=True)
+@click.option("--snippets", default=5, show_default=True, help="Per neuron.")
+@click.option("--limit", default=50, show_default=True, help="Neurons shown (best first).")
+@click.option("--dtype", type=DTYPE_CHOICE, default="auto", show_default=True)
+def atlas(
+    set_dir: Path,
+    data: Path,
+    out_file: Path,
+    max_tokens: int,
+    snippets: int,
+    limit: int,
+    dtype: str,
+) -> None:
+    """Write a static HTML page: one card per neuron with its top-activating snippets."""
+    from curate.atlas import build_atlas
+    from probes.artifact import read
+
+    result = read(set_dir)
+    if result.size == 0:
+        raise CurateError(f"{set_dir} holds no Rosetta neurons")
+    source, columns = _anchor_source(result, dtype)
+    html = build_atlas(result, source, columns, data, max_tokens, snippets, limit)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(html, encoding="utf-8")
+    click.echo(f"atlas of {min(limit, result.size)} neurons: {out_file}")

@@ -1,0 +1,84 @@
+"""Per-neuron statistics that say how selective a neuron is, for Rosetta and all other neurons.
+
+Computed from the second-pass standardized activations, so skew and kurtosis are exact central
+moments; class selectivity uses the document labels (e.g. `metadata.source`) as classes.
+"""
+
+from collections.abc import Sequence
+
+import torch
+
+
+class NeuronStats:
+    """Streaming sums for activation frequency, skew, kurtosis and per-class mean activation.
+
+    A neuron "fires" where its activation is positive: GELU/SiLU outputs are positive exactly
+    where the pre-activation is. Class means use max(activation, 0) so that the class selectivity
+    index (Morcos et al., 2018) stays in [0, 1] for activations with a small negative lobe.
+    """
+
+    def __init__(self, n_neurons: int):
+        self.count = 0
+        self.fires = torch.zeros(n_neurons, dtype=torch.float64)
+        self.sum_z3 = torch.zeros(n_neurons, dtype=torch.float64)
+        self.sum_z4 = torch.zeros(n_neurons, dtype=torch.float64)
+        self.classes: list[str] = []
+        self.class_sums = torch.zeros((0, n_neurons), dtype=torch.float64)
+        self.class_counts = torch.zeros(0, dtype=torch.float64)
+
+    def update(self, acts: torch.Tensor, z: torch.Tensor, labels: Sequence[str]) -> None:
+        """`acts` and `z` are [units, neurons]; `labels[u]` is the class of unit u."""
+        self.count += acts.shape[0]
+        self.fires += (acts > 0).sum(0)
+        z2 = z * z
+        self.sum_z3 += (z2 * z).sum(0)
+        self.sum_z4 += (z2 * z2).sum(0)
+        for label in dict.fromkeys(labels):
+            if label not in self.classes:
+                self.classes.append(label)
+                self.class_sums = torch.cat(
+                    [self.class_sums, self.class_sums.new_zeros(1, z.shape[1])]
+                )
+                self.class_counts = torch.cat([self.class_counts, self.class_counts.new_zeros(1)])
+        index = torch.tensor([self.classes.index(label) for label in labels])
+        self.class_sums.index_add_(0, index, acts.clamp(min=0).double())
+        self.class_counts += torch.bincount(index, minlength=len(self.classes)).double()
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """frequency, skew, excess kurtosis, selectivity (CSI), top_class index, class_means."""
+        n = max(self.count, 1)
+        class_means = self.class_sums / self.class_counts.clamp(min=1).unsqueeze(1)
+        return {
+            "frequency": (self.fires / n).float(),
+            "skew": (self.sum_z3 / n).float(),
+            "kurtosis": (self.sum_z4 / n - 3.0).float(),
+            "selectivity": class_selectivity(class_means).float(),
+            "top_class": class_means.argmax(0) if len(self.classes) else torch.zeros(0),
+            "class_means": class_means.float(),
+        }
+
+
+def class_selectivity(class_means: torch.Tensor) -> torch.Tensor:
+    """(mu_max - mu_rest) / (mu_max + mu_rest) per neuron, from [classes, neurons] means >= 0.
+
+    mu_rest is the mean of the other classes' means; NaN with fewer than two classes, 0 for a
+    neuron that never fires.
+    """
+    n_classes = class_means.shape[0]
+    if n_classes < 2:
+        return torch.full((class_means.shape[1],), float("nan"), dtype=class_means.dtype)
+    top = class_means.max(0).values
+    rest = (class_means.sum(0) - top) / (n_classes - 1)
+    total = top + rest
+    return torch.where(total > 0, (top - rest) / total.clamp(min=1e-12), torch.zeros_like(total))
+
+
+def domain_selectivity(
+    target_mean: torch.Tensor,
+    target_var: torch.Tensor,
+    background_mean: torch.Tensor,
+    background_var: torch.Tensor,
+) -> torch.Tensor:
+    """Cohen's d of each neuron's activation on target versus background tokens."""
+    pooled = ((target_var + background_var) / 2).clamp(min=1e-12).sqrt()
+    return (target_mean - background_mean) / pooled

@@ -1,0 +1,212 @@
+"""Rosetta discovery on real models: a permuted copy, a random-init copy, MiniLM x MPNet."""
+
+import copy
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import AutoTokenizer
+
+from curate.discover_cli import discover as discover_cmd
+from curate.discover_cli import neurons as neurons_cmd
+from probes.align import align, encode
+from probes.discover import Corpus, Moments, Settings, discover, mutual_top_k, null_rate
+from probes.engine import ProbeEngine
+from probes.errors import CurateError
+from probes.models import load_model, resolve_model_path
+from probes.neurons import load_neuron_set
+from probes.selectivity import class_selectivity
+from tests.conftest import SHARED_DATA, write_jsonl
+
+LAYERS = (0, 1)  # the permutation tests need no deeper layers; capture stops after layer 1
+WIDTH = 1536
+
+
+def _tokenizer(alias: str):
+    return AutoTokenizer.from_pretrained(resolve_model_path(alias), local_files_only=True)
+
+
+def test_identical_tokenizers_align_position_by_position():
+    texts = ["Hello wörld, don't   stop!", "Café 東京 naïve."]
+    per_model = [encode(_tokenizer(a), texts, 512) for a in ("minilm-l6", "mpnet-base")]
+    widths = [len(per_model[0][0].doc.ids), len(per_model[1][0].doc.ids)]
+    alignment = align(per_model, widths)
+    assert alignment.identical
+    assert alignment.rows[0].tolist() == alignment.rows[1].tolist()
+    assert 0 not in alignment.rows[0].tolist(), "special tokens are excluded"
+
+
+def test_byte_level_tokens_are_mean_pooled_within_shared_spans():
+    text = "Hello wörld, don't   stop! 東京"
+    bert, bpe = (
+        encode(_tokenizer("minilm-l6"), [text], 512),
+        encode(_tokenizer("smollm2-135m"), [text], 512),
+    )
+    widths = [len(bert[0].doc.ids), len(bpe[0].doc.ids)]
+    alignment = align([bert, bpe], widths)
+    assert not alignment.identical
+    spans = [[s for s in doc.spans] for doc in (bert[0], bpe[0])]
+    units = []
+    for m in range(2):
+        covered: dict[int, list] = {}
+        for row, unit in zip(alignment.rows[m].tolist(), alignment.units[m].tolist(), strict=True):
+            covered.setdefault(unit, []).append(spans[m][row])
+        units.append({u: (min(s[0] for s in v), max(s[1] for s in v)) for u, v in covered.items()})
+    assert units[0] == units[1], "each unit covers the same text in both models"
+    texts = sorted((text[s:e] for s, e in units[0].values()), key=text.index)
+    assert texts[:3] == ["Hello", "wörld", ","] and {"don", "'t"} <= set(texts)
+    assert "   " not in texts
+    # Pooling averages the tokens of a unit: "wörld" is 1 BERT token but 3 byte-level tokens.
+    flat = torch.arange(widths[1], dtype=torch.float32).unsqueeze(1)
+    pooled = alignment.pool(1, flat)
+    word = next(u for u, (s, e) in units[1].items() if text[s:e] == "wörld")
+    rows = alignment.rows[1][alignment.units[1] == word]
+    assert len(rows) > 1 and pooled[word, 0] == flat[rows, 0].mean()
+
+
+def test_moments_merge_uneven_batches_exactly():
+    rng = np.random.default_rng(0)
+    data = rng.normal(5.0, 0.01, size=(1000, 7)).astype(np.float32)
+    moments = Moments(7)
+    for lo, hi in ((0, 1), (1, 300), (300, 999), (999, 1000)):
+        moments.update(torch.from_numpy(data[lo:hi]))
+    np.testing.assert_allclose(moments.mean, data.astype(np.float64).mean(0), rtol=1e-7)
+    np.testing.assert_allclose(moments.var, data.astype(np.float64).var(0), rtol=1e-4)
+
+
+def test_mutual_top_k_keeps_only_mutual_pairs():
+    corr = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.2, 0.1], [0.1, 0.0, 0.3]])
+    one = mutual_top_k(iter([(slice(0, 3), corr)]), 3, k=1)
+    assert one.buddy.tolist() == [0, -1, 2]  # anchor 1's best (partner 0) prefers anchor 0
+    assert math.isnan(one.corr[1]) and one.best.tolist() == pytest.approx([0.9, 0.8, 0.3])
+    two = mutual_top_k(iter([(slice(0, 2), corr[:, :2]), (slice(2, 3), corr[:, 2:])]), 3, k=2)
+    assert two.buddy.tolist() == [0, 0, 2]
+
+
+def test_class_selectivity_index():
+    means = torch.tensor([[1.0, 0.5, 0.0], [0.0, 0.5, 0.0]])
+    assert class_selectivity(means).tolist() == [1.0, 0.0, 0.0]
+
+
+def _permuted_copy(loaded, seed: int):
+    """A function-preserving copy: each layer's MLP neurons reordered by a known permutation."""
+    model = copy.deepcopy(loaded.model)
+    generator = torch.Generator().manual_seed(seed)
+    perms = []
+    with torch.no_grad():
+        for layer in model.encoder.layer:
+            perm = torch.randperm(WIDTH, generator=generator)
+            layer.intermediate.dense.weight.copy_(layer.intermediate.dense.weight[perm])
+            layer.intermediate.dense.bias.copy_(layer.intermediate.dense.bias[perm])
+            layer.output.dense.weight.copy_(layer.output.dense.weight[:, perm])
+            perms.append(perm)
+    return replace(loaded, name="minilm-permuted", model=model, content_hash="permuted"), perms
+
+
+@pytest.fixture(scope="module")
+def permuted(minilm):
+    return _permuted_copy(minilm, seed=1)
+
+
+@pytest.fixture(scope="module")
+def permuted_run(minilm, permuted, demo_shards):
+    corpus = Corpus(demo_shards, minilm, max_tokens=3000, heldout=0.25)
+    return discover([minilm, permuted[0]], corpus, Settings(layers=LAYERS)), corpus
+
+
+def test_permuted_copy_recovers_the_permutation_for_every_firing_neuron(permuted, permuted_run):
+    found, _ = permuted_run
+    _, perms = permuted
+    partner = found.partners[0]
+    # anchor neuron i sits at position argsort(perm)[i] of the permuted layer
+    expected = torch.cat(
+        [torch.argsort(perms[layer]) + k * WIDTH for k, layer in enumerate(LAYERS)]
+    )
+    firing = found.anchor_std > 1e-6
+    assert firing.sum() > 0.99 * len(firing)
+    assert torch.equal(partner.matches.buddy[firing], expected[firing])
+    assert partner.matches.corr[firing].min() > 0.999
+    assert set(found.rosetta.tolist()) == set(firing.nonzero().squeeze(1).tolist())
+    assert found.units["heldout"] > 0 and partner.heldout_corr[firing].min() > 0.99
+
+
+def test_random_init_copy_finds_almost_nothing(permuted_run):
+    found, corpus = permuted_run
+    null = null_rate(found, corpus)
+    assert null["rosetta"] <= 0.01 * len(found.rosetta), null
+
+
+def test_cli_discover_show_top_atlas_and_probe_refusal(
+    minilm, permuted, demo_shards, demo_texts, tmp_path
+):
+    partner_dir = tmp_path / "permuted-model"
+    permuted[0].model.save_pretrained(partner_dir)
+    minilm.tokenizer.save_pretrained(partner_dir)
+    out = tmp_path / "set"
+    runner = CliRunner()
+    args = ["--model", "minilm-l6", "--model", str(partner_dir), "--data", str(demo_shards)]
+    args += ["--out", str(out), "--max-tokens", "2000", "--layers", "0,1", "--no-null-rate"]
+    args += ["--dtype", "fp32"]
+    result = runner.invoke(discover_cmd, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "Rosetta neurons:" in result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["models"][0]["content_hash"] == minilm.content_hash
+    assert meta["models"][1]["hook_names"] == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
+    assert meta["command"].startswith("curate ") and len(meta["corpus"]["fingerprint"]) == 64
+    assert meta["neurons"] > 2500
+    tsv = (out / "neurons.tsv").read_text().splitlines()
+    assert len(tsv) == meta["neurons"] + 1 and tsv[0].startswith("rank\thook")
+    again = runner.invoke(discover_cmd, args)
+    assert isinstance(again.exception, CurateError) and "--force" in str(again.exception)
+
+    shown = runner.invoke(neurons_cmd, ["show", str(out), "--json", "--limit", "3"])
+    assert shown.exit_code == 0 and len(json.loads(shown.output)["neurons"]) == 3
+
+    target = write_jsonl(tmp_path / "target" / "t.jsonl", [{"text": t} for t in demo_texts[:40]])
+    background = write_jsonl(
+        tmp_path / "background" / "b.jsonl", [{"text": t} for t in demo_texts[400:440]]
+    )
+    top_dir = tmp_path / "top"
+    top_args = ["top", str(out), "--target", str(target), "--background", str(background)]
+    top_args += ["-k", "5", "--out", str(top_dir), "--max-tokens", "1500", "--dtype", "fp32"]
+    topped = runner.invoke(neurons_cmd, top_args, catch_exceptions=False)
+    assert topped.exit_code == 0, topped.output
+    top_meta = json.loads((top_dir / "meta.json").read_text())
+    assert top_meta["neurons"] == 5 and top_meta["top"]["d"] == sorted(top_meta["top"]["d"])[::-1]
+
+    page = tmp_path / "atlas.html"
+    atlas_args = ["atlas", str(top_dir), "--data", str(target), "--out", str(page)]
+    atlas_args += ["--max-tokens", "1500", "--snippets", "2", "--dtype", "fp32"]
+    drawn = runner.invoke(neurons_cmd, atlas_args, catch_exceptions=False)
+    assert drawn.exit_code == 0, drawn.output
+    text = page.read_text()
+    assert text.count('<section class="card">') == 5 and "<mark" in text
+
+    neuron_set = load_neuron_set(str(top_dir))
+    assert len(neuron_set.neurons) == 5 and neuron_set.model_hash == minilm.content_hash
+    ProbeEngine(minilm, neuron_set)  # the anchor model is accepted
+    with pytest.raises(CurateError, match="was made for a model"):
+        ProbeEngine(permuted[0], neuron_set)
+
+
+@pytest.mark.slow
+def test_minilm_and_mpnet_share_a_significant_rosetta_set(minilm, demo_shards):
+    corpus_dir = SHARED_DATA / "corpus"
+    data = corpus_dir if corpus_dir.is_dir() else demo_shards
+    mpnet = load_model("mpnet-base")
+    corpus = Corpus(data, minilm, max_tokens=6000, heldout=0.25, doc_tokens=128)
+    settings = Settings()
+    found = discover([minilm, mpnet], corpus, settings)
+    partner = found.partners[0]
+    r = found.rosetta
+    assert len(r) >= 20, f"only {len(r)} Rosetta neurons"
+    corr = partner.matches.corr[r]
+    assert (corr >= settings.min_corr).all()
+    assert (corr > partner.null_threshold).all() and (corr > partner.null.best[r]).all()
+    assert (partner.heldout_corr[r] >= settings.replicate * corr).all()
+    assert len(r) < 0.5 * len(found.mean_corr), "significance control must reject most neurons"
