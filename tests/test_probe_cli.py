@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import write_jsonl
+from small_corpus import write_small_corpus
 
 from curate.cli import main
 from probes.score_shards import read_side_meta
@@ -36,8 +37,8 @@ def leftovers(out: Path) -> list[Path]:
 
 
 def test_side_files_are_row_aligned_at_the_same_relative_paths(demo_shards, tmp_path):
-    out = tmp_path / "scores"
-    result = probe(demo_shards, "--out", out)
+    shards, out = write_small_corpus(demo_shards, tmp_path / "in"), tmp_path / "scores"
+    result = probe(shards, "--out", out)
     assert result.exit_code == 0, result.output
     assert "documents:" in result.output and "tok/s" in result.output
     for rel in ["modules/part-000.jsonl", "modules/part-001.parquet", "topics/part-000.jsonl.gz"]:
@@ -48,7 +49,7 @@ def test_side_files_are_row_aligned_at_the_same_relative_paths(demo_shards, tmp_
         )
         assert table.column("score").null_count == 0 and min(table["n_tokens"].to_pylist()) > 0
         assert read_side_meta(out / f"{rel}.scores.parquet")["shard"] == rel
-    jsonl = (demo_shards / "modules/part-000.jsonl").read_text().splitlines()
+    jsonl = (shards / "modules/part-000.jsonl").read_text().splitlines()
     table = pq.read_table(out / "modules/part-000.jsonl.scores.parquet")
     assert table.column("id").to_pylist() == [json.loads(line)["id"] for line in jsonl]
 
