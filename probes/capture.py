@@ -4,7 +4,13 @@ from collections.abc import Mapping
 
 import torch
 
-from probes.hooks import hook_name, n_layers, register_mlp_hook
+from probes.hooks import (
+    ActivationFn,
+    hook_name,
+    n_layers,
+    register_mlp_hook,
+    register_partial_mlp_hook,
+)
 from probes.models import LoadedModel
 
 
@@ -33,6 +39,12 @@ class ActivationSource:
             for layer, idx in self.requests.items()
         }
 
+    def _hook(self, layer: int, keep: ActivationFn) -> torch.utils.hooks.RemovableHandle:
+        model, family, index = self.loaded.model, self.loaded.family, self._index[layer]
+        if layer == self.deepest and index is not None:
+            return register_partial_mlp_hook(model, family, layer, index, keep)
+        return register_mlp_hook(model, family, layer, keep)
+
     @property
     def hook_names(self) -> list[str]:
         return [hook_name(layer) for layer in self.requests]
@@ -48,18 +60,16 @@ class ActivationSource:
             index = self._index[layer]
 
             def keep(acts: torch.Tensor) -> None:
-                captured[layer] = acts if index is None else acts.index_select(-1, index)
+                selected = index is None or layer == self.deepest  # the partial hook selected
+                captured[layer] = acts if selected else acts.index_select(-1, index)
                 if layer == self.deepest:
                     raise _StopForward
 
             return keep
 
-        model, family = self.loaded.model, self.loaded.family
-        handles = [
-            register_mlp_hook(model, family, layer, keeper(layer)) for layer in self.requests
-        ]
+        handles = [self._hook(layer, keeper(layer)) for layer in self.requests]
         try:
-            model(input_ids=input_ids, attention_mask=attention_mask)
+            self.loaded.model(input_ids=input_ids, attention_mask=attention_mask)
         except _StopForward:
             pass
         finally:

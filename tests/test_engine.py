@@ -80,3 +80,16 @@ def test_documents_without_tokens_get_nan_and_zero_tokens(minilm):
     scores = ProbeEngine(minilm, NEURONS).score(["\u200b", "real words here"])
     assert scores.n_tokens.tolist()[0] == 0 and np.isnan(scores.score[0])
     assert scores.n_tokens[1] == 3 and np.isfinite(scores.score[1])
+
+
+@pytest.mark.parametrize("alias", ["mpnet-base", "smollm2-135m"])
+def test_only_requested_neurons_are_computed_alike_in_every_family(alias):
+    """The deepest layer computes just the requested rows of its up-projection."""
+    loaded = load_model(alias)
+    tok = loaded.tokenizer(["Rivers carry silt to the sea."], return_tensors="pt")
+    whole = ActivationSource(loaded, {1: None, 3: None}).capture(tok.input_ids, tok.attention_mask)
+    part = ActivationSource(loaded, {1: [4], 3: [5, 900]}).capture(
+        tok.input_ids, tok.attention_mask
+    )
+    torch.testing.assert_close(part[1], whole[1][..., [4]])
+    torch.testing.assert_close(part[3], whole[3][..., [5, 900]], rtol=1e-4, atol=1e-5)
