@@ -1,6 +1,8 @@
 """The datatrove plan (score -> per-rank stats -> one global cut -> filter) keeps exactly what
 `curate filter` keeps for the same recipe."""
 
+import copy
+import gzip
 import json
 import os
 from pathlib import Path
@@ -24,8 +26,6 @@ from filters.recipe import load_recipe
 
 
 def _kept_ids(folder: Path) -> set[str]:
-    import gzip
-
     ids = set()
     for path in folder.rglob("*.jsonl.gz"):
         with gzip.open(path, "rt") as f:
@@ -90,8 +90,6 @@ def test_local_executor_two_tasks_keeps_what_curate_filter_keeps(reference, tmp_
     assert plan["budget_tokens"] == manifest["budget_tokens"]
     assert _kept_ids(tmp_path / "kept") == kept
     tagged = next((tmp_path / "tagged").glob("*.jsonl.gz"))
-    import gzip
-
     first = json.loads(gzip.open(tagged, "rt").readline())
     assert first["metadata"]["n_tokens"] > 0 and isinstance(
         first["metadata"]["rosetta_score"], float
@@ -99,12 +97,12 @@ def test_local_executor_two_tasks_keeps_what_curate_filter_keeps(reference, tmp_
 
 
 def test_steps_pickle_without_a_loaded_model(reference):
-    import pickle
-
+    """Workers receive steps through the pickle protocol (__getstate__), which deepcopy uses too;
+    the two-worker executor test covers real pickling across processes."""
     _, recipe, _, _ = reference
     scorer = RosettaScorer(recipe)
     scorer.engine  # noqa: B018  load it
-    clone = pickle.loads(pickle.dumps(scorer))
+    clone = copy.deepcopy(scorer)
     assert clone._engine is None and scorer._engine is not None
 
 
