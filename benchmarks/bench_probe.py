@@ -48,7 +48,7 @@ from probes.models import LoadedModel, load_model  # noqa: E402
 from probes.neurons import Neuron, NeuronSet  # noqa: E402
 from probes.shards import list_shards, read_documents  # noqa: E402
 
-CORPUS = Path("/work/shared/data/corpus")
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"  # dev data, optional
 WARMUP_DOCS = 16
 GEMM_ROWS = 8192
 
