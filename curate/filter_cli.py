@@ -13,11 +13,28 @@ from pathlib import Path
 import click
 import numpy as np
 
-from filters.corpus import DocTable, assign_sources, from_side_files, from_text, iter_shard_docs
+from filters.corpus import (
+    DocTable,
+    assign_sources,
+    directory_source,
+    from_side_files,
+    from_text,
+    iter_shard_docs,
+    shard_root,
+    side_file_rows,
+    side_files,
+)
 from filters.dsir import NgramModel, log_importance, target_model
-from filters.manifest import build_manifest, summary, write_manifest, write_report
+from filters.manifest import (
+    build_manifest,
+    manifest_from_totals,
+    summary,
+    write_manifest,
+    write_report,
+)
 from filters.plan import Plan, make_plan
 from filters.recipe import Recipe, bundled_recipes, load_recipe
+from filters.stream import StreamPlan, check_streamable, stream_plan
 from filters.tokens import token_counter
 from filters.write import plan_digest, prepare_output, write_rows
 from probes.errors import CurateError
@@ -31,27 +48,37 @@ def default_scores_dir(shard_dir: Path) -> Path:
     return cache_dir() / "scores" / key
 
 
+def probe_side_files(shard_dir: Path, recipe: Recipe, scores_dir: Path, progress: bool) -> None:
+    """Score the shards whose side files are missing or stale."""
+    p = recipe.probe
+    stats = probe_directory(
+        shard_dir,
+        p.neurons,
+        scores_dir,
+        model=p.model,
+        agg=p.agg,
+        on_error=p.on_error,
+        text_key=p.text_key,
+        id_key=p.id_key,
+        progress=progress,
+    )
+    if stats.shards and progress:
+        click.echo(stats.summary(), err=True)
+
+
 def build_table(
-    shard_dir: Path, recipe: Recipe, scores_dir: Path, progress: bool = True
+    shard_dir: Path, recipe: Recipe, scores_dir: Path, progress: bool = True, probe: bool = True
 ) -> tuple[DocTable, np.ndarray | None, str]:
-    """The document table, DSIR scores (or None) and the budget tokenizer's name."""
+    """The document table, DSIR scores (or None) and the budget tokenizer's name.
+
+    probe=False: the side files are known to be fresh (run_filter probed already).
+    """
     p, sel = recipe.probe, recipe.select
     tokenizer = sel.tokenizer or p.model
     dsir_score = None
     if recipe.needs_probe:
-        stats = probe_directory(
-            shard_dir,
-            p.neurons,
-            scores_dir,
-            model=p.model,
-            agg=p.agg,
-            on_error=p.on_error,
-            text_key=p.text_key,
-            id_key=p.id_key,
-            progress=progress,
-        )
-        if stats.shards and progress:
-            click.echo(stats.summary(), err=True)
+        if probe:
+            probe_side_files(shard_dir, recipe, scores_dir, progress)
         table = from_side_files(shard_dir, scores_dir)
         if sel.tokenizer:
             table.tokens = _recount(shard_dir, recipe, len(table))
@@ -103,30 +130,103 @@ def run_filter(
     dropped_dir: Path | None = None,
     dry_run: bool = False,
     progress: bool = True,
-) -> tuple[dict, Plan]:
-    """Select and (unless dry_run) write; returns the manifest and the plan."""
+) -> tuple[dict, Plan | StreamPlan]:
+    """Select and (unless dry_run) write; returns the manifest and the plan.
+
+    Selection is exact, on a table in memory, up to select.exact_max_rows rows (counted from the
+    side files' footers); past that the side files are streamed and the cut found by a sketch.
+    """
     list_shards(shard_dir)  # a bad directory fails before any model load
     if recipe.score.method == "dsir" and not recipe.dsir.target:
         raise CurateError("dsir.target is not set: name the target shard directory in the recipe")
-    table, dsir_score, tokenizer = build_table(
-        shard_dir, recipe, scores_dir or default_scores_dir(shard_dir), progress
-    )
+    scores_dir = scores_dir or default_scores_dir(shard_dir)
+    if recipe.needs_probe:
+        probe_side_files(shard_dir, recipe, scores_dir, progress)
+        paths, meta, columns = side_files(shard_dir, scores_dir)
+        rows = side_file_rows(paths)
+        limit = recipe.select.exact_max_rows
+        if rows > limit:
+            check_streamable(recipe, rows, limit)
+            return _filter_streaming(
+                shard_dir, recipe, paths, meta, columns, out_dir, dropped_dir, dry_run
+            )
+    table, dsir_score, tokenizer = build_table(shard_dir, recipe, scores_dir, progress, probe=False)
     plan = make_plan(table, recipe, recipe.budget, dsir_score)
     manifest = build_manifest(
         table, plan, recipe, recipe.select.budget, recipe.probe.model, tokenizer
     )
     if dry_run:
         return manifest, plan
-    outputs = [(out_dir, plan.keep, "--out")]
+    outputs = [(out_dir, rows_by_shard(table, plan.keep), "--out")]
     if dropped_dir is not None:
-        outputs.append((dropped_dir, ~plan.keep, "--dropped"))
-    for folder, mask, option in outputs:
-        rows = rows_by_shard(table, mask)
-        prepare_output(folder, plan_digest(rows, manifest["recipe"]), option)
-        write_rows(table.root, rows, folder)
-    write_report(out_dir, plan, manifest)
-    write_manifest(out_dir, manifest)
+        outputs.append((dropped_dir, rows_by_shard(table, ~plan.keep), "--dropped"))
+    _write(table.root, outputs, manifest, plan)
     return manifest, plan
+
+
+def _filter_streaming(
+    shard_dir: Path,
+    recipe: Recipe,
+    paths: list[Path],
+    meta: dict,
+    columns: list[str],
+    out_dir: Path,
+    dropped_dir: Path | None,
+    dry_run: bool,
+) -> tuple[dict, StreamPlan]:
+    """run_filter past select.exact_max_rows: stream the side files, cut with the sketch."""
+    root = shard_root(shard_dir)
+    rels = [s.relative_to(root).as_posix() for s in list_shards(shard_dir)]
+    plan = stream_plan(paths, columns, meta, rels, recipe)
+    manifest = manifest_from_totals(
+        {k: getattr(plan, k) for k in _TOTALS},
+        plan.dropped,
+        {
+            n: (plan.input_by_source[n], plan.kept_by_source[n])
+            for n in sorted({directory_source(r) for r in rels})
+        },
+        len(rels),
+        meta,
+        plan.spec,
+        recipe,
+        recipe.select.budget,
+        recipe.probe.model,
+        recipe.probe.model,  # the budget tokenizer: select.tokenizer does not stream
+        "sketch",
+    )
+    outputs = [(out_dir, plan.kept_rows, "--out")]
+    if dropped_dir is not None:
+        outputs.append((dropped_dir, plan.dropped_rows, "--dropped"))
+    if not dry_run:
+        _write(root, outputs, manifest, None)
+    return manifest, plan
+
+
+_TOTALS = (
+    "input_docs",
+    "input_tokens",
+    "kept_docs",
+    "kept_tokens",
+    "budget_tokens",
+    "budget_reached",
+    "threshold",
+)
+
+
+def _write(
+    root: Path,
+    outputs: list[tuple[Path, dict[str, np.ndarray], str]],
+    manifest: dict,
+    plan: Plan | None,
+) -> None:
+    """Write each output's rows, then the report (exact plans only) and the manifest."""
+    for folder, rows, option in outputs:
+        prepare_output(folder, plan_digest(rows, manifest["recipe"]), option)
+        write_rows(root, rows, folder)
+    out_dir = outputs[0][0]
+    if plan is not None:
+        write_report(out_dir, plan, manifest)
+    write_manifest(out_dir, manifest)
 
 
 @click.command("filter")
@@ -164,6 +264,12 @@ def run_filter(
     help="Override dsir.target (dsir recipes).",
 )
 @click.option(
+    "--max-exact-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override select.exact_max_rows: past this many rows, select by streaming sketch.",
+)
+@click.option(
     "--on-error",
     type=click.Choice(["fail", "skip"]),
     default=None,
@@ -181,10 +287,16 @@ def filter_cmd(
     tokenizer: str | None,
     dsir_target: Path | None,
     on_error: str | None,
+    max_exact_rows: int | None,
 ) -> None:
     """Cut SHARD_DIR to a token budget by a recipe; write kept documents, manifest and report."""
     recipe = load_recipe(recipe_name)
-    select = {"budget": budget, "seed": seed, "tokenizer": tokenizer}
+    select = {
+        "budget": budget,
+        "seed": seed,
+        "tokenizer": tokenizer,
+        "exact_max_rows": max_exact_rows,
+    }
     recipe = recipe.replace(
         select={k: v for k, v in select.items() if v is not None},
         probe={"on_error": on_error} if on_error else {},

@@ -50,12 +50,16 @@ def shard_root(shard_dir: Path) -> Path:
     return shard_dir if shard_dir.is_dir() else shard_dir.parent
 
 
-def from_side_files(shard_dir: Path, scores_dir: Path) -> DocTable:
-    """Read the side file of every shard; all must come from one model, neuron set and agg."""
-    shards = list_shards(shard_dir)
-    root = shard_root(shard_dir)
-    parts, meta0 = [], None
-    for i, shard in enumerate(shards):
+SIDE_COLUMNS = ("row", "id", "n_tokens", "score", "error")
+
+
+def side_files(shard_dir: Path, scores_dir: Path) -> tuple[list[Path], dict, list[str]]:
+    """Every shard's side file, the first one's metadata and the neuron columns.
+
+    All must exist and come from one model, neuron set and aggregation.
+    """
+    paths, meta0 = [], None
+    for shard in list_shards(shard_dir):
         path = side_file(scores_dir, shard_dir, shard)
         if not path.is_file():
             raise CurateError(f"{path}: missing score side file for {shard}")
@@ -65,10 +69,25 @@ def from_side_files(shard_dir: Path, scores_dir: Path) -> DocTable:
             meta0 = meta
         elif key != {k: meta0[k] for k in key}:
             raise CurateError(f"{path}: scored with other model/neurons/agg than {meta0['shard']}")
-        columns = [f"L{layer}N{index}" for layer, index, *_ in meta["neurons"]]
-        table = pq.read_table(path, columns=["row", "id", "n_tokens", "score", "error", *columns])
-        parts.append((i, table, columns))
-    columns = parts[0][2]
+        paths.append(path)
+    columns = [f"L{layer}N{index}" for layer, index, *_ in meta0["neurons"]] if meta0 else []
+    return paths, meta0, columns
+
+
+def side_file_rows(paths: list[Path]) -> int:
+    """Rows in all side files, from their parquet footers (no data is read)."""
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+
+
+def from_side_files(shard_dir: Path, scores_dir: Path) -> DocTable:
+    """Read the side file of every shard; all must come from one model, neuron set and agg."""
+    shards = list_shards(shard_dir)
+    root = shard_root(shard_dir)
+    paths, meta0, columns = side_files(shard_dir, scores_dir)
+    parts = [
+        (i, pq.read_table(path, columns=[*SIDE_COLUMNS, *columns]), columns)
+        for i, path in enumerate(paths)
+    ]
     cat = {
         name: [t.column(name).to_numpy(zero_copy_only=False) for _, t, _ in parts]
         for name in ("row", "n_tokens", "score")

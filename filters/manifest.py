@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from filters.corpus import DocTable
-from filters.plan import Plan
+from filters.plan import CutSpec, Plan
 from filters.recipe import Recipe
 from filters.write import write_atomic
 from probes.version import TOOL_VERSION
@@ -32,28 +32,66 @@ def build_manifest(
             input_by_source[table.sources[s]] += t
         if k:
             kept_by_source[table.sources[s]] += t
-    error = (
-        (plan.kept_tokens - plan.budget_tokens) / plan.budget_tokens if plan.budget_tokens else 0.0
-    )
-    meta = table.side_meta or {}
-    return {
-        "tool_version": TOOL_VERSION,
+    totals = {
         "input_docs": plan.input_docs,
         "input_tokens": plan.input_tokens,
-        "skipped_rows": sum(r == "error" for r in plan.reason),
         "kept_docs": plan.kept_docs,
         "kept_tokens": plan.kept_tokens,
-        "budget": budget,
         "budget_tokens": plan.budget_tokens,
-        "budget_error": error,
-        "budget_exceeds_corpus": not plan.budget_reached,
+        "budget_reached": plan.budget_reached,
         "threshold": plan.threshold,
-        "dropped": dict(sorted(Counter(r for r in plan.reason if r is not None).items())),
+    }
+    dropped = Counter(r for r in plan.reason if r is not None)
+    return manifest_from_totals(
+        totals,
+        dropped,
+        {n: (input_by_source[n], kept_by_source[n]) for n in table.sources},
+        len(table.shards),
+        table.side_meta,
+        plan.spec,
+        recipe,
+        budget,
+        model,
+        tokenizer,
+        "exact",
+    )
+
+
+def manifest_from_totals(
+    totals: dict,
+    dropped: Counter,
+    by_source: dict[str, tuple[int, int]],
+    shards: int,
+    side_meta: dict | None,
+    spec: CutSpec,
+    recipe: Recipe,
+    budget: str,
+    model: str | None,
+    tokenizer: str,
+    selection: str,
+) -> dict:
+    """The manifest from a plan's totals; `selection` is "exact" (in memory) or "sketch"."""
+    budget_tokens, kept_tokens = totals["budget_tokens"], totals["kept_tokens"]
+    error = (kept_tokens - budget_tokens) / budget_tokens if budget_tokens else 0.0
+    meta = side_meta or {}
+    return {
+        "tool_version": TOOL_VERSION,
+        "input_docs": totals["input_docs"],
+        "input_tokens": totals["input_tokens"],
+        "skipped_rows": dropped.get("error", 0),
+        "kept_docs": totals["kept_docs"],
+        "kept_tokens": kept_tokens,
+        "budget": budget,
+        "budget_tokens": budget_tokens,
+        "budget_error": error,
+        "budget_exceeds_corpus": not totals["budget_reached"],
+        "threshold": totals["threshold"],
+        "selection": selection,
+        "dropped": dict(sorted(dropped.items())),
         "tokens_by_source": {
-            name: {"input": input_by_source[name], "kept": kept_by_source[name]}
-            for name in table.sources
+            name: {"input": inp, "kept": kept} for name, (inp, kept) in by_source.items()
         },
-        "shards": len(table.shards),
+        "shards": shards,
         "model": meta.get("model", recipe.probe.model if recipe.needs_probe else None) or model,
         "model_hash": meta.get("model_hash"),
         "neuron_set": recipe.probe.neurons if recipe.needs_probe else None,
@@ -61,7 +99,7 @@ def build_manifest(
         "agg": meta.get("agg"),
         "tokenizer": tokenizer,
         "recipe": recipe.to_dict(),
-        "cut": plan.spec.to_dict(),
+        "cut": spec.to_dict(),
     }
 
 

@@ -96,6 +96,8 @@ class SelectConfig:
     min_tokens: int = 0
     max_tokens: int = 0  # 0 = no limit
     seed: int = 0
+    # more rows than this: stream the side files and find the cut with a mergeable sketch
+    exact_max_rows: int = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,7 @@ def _check_values(recipe: Recipe, where: str = "recipe") -> None:
         ("select.min_tokens", sel.min_tokens >= 0, ">= 0"),
         ("select.max_tokens", sel.max_tokens >= 0, ">= 0 (0 = no limit)"),
         ("select.seed", sel.seed >= 0, ">= 0"),
+        ("select.exact_max_rows", sel.exact_max_rows > 0, "> 0"),
         ("quotas.caps", all(0 < v <= 1 for v in q.caps.values()), "fractions in (0, 1]"),
         ("quotas.source", bool(q.source), "'directory' or a dotted record key"),
         ("diversity.clusters", d.clusters >= 0, ">= 0 (0 = off)"),

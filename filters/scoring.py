@@ -37,15 +37,38 @@ def fit_zparams(
 
     `weights` (from the recipe) override `base` (the neuron set's own weights) per column.
     """
-    mean, std = [], []
+    n = len(neurons)
+    mean = [s / n if n else 0.0 for s in column_sums(neurons)]
+    return zparams_from_sums(n, mean, column_sums(neurons, mean), columns, weights, base)
+
+
+def column_sums(neurons: np.ndarray, mean: Sequence[float] | None = None) -> list[float]:
+    """Per column, the sum of x (or of (x - mean)^2), over sorted values: order-independent.
+
+    Sums of disjoint chunks combine with math.fsum (the streaming path of `curate filter`).
+    """
+    out = []
     for j in range(neurons.shape[1]):
         col = np.sort(neurons[:, j].astype(np.float64))
-        m = float(col.sum() / len(col)) if len(col) else 0.0
-        var = float(np.sort((col - m) ** 2).sum() / len(col)) if len(col) else 0.0
-        mean.append(m)
+        out.append(float(col.sum() if mean is None else np.sort((col - mean[j]) ** 2).sum()))
+    return out
+
+
+def zparams_from_sums(
+    n: int,
+    mean: Sequence[float],
+    squares: Sequence[float],
+    columns: Sequence[str],
+    weights: dict[str, float],
+    base: Sequence[float],
+) -> ZParams:
+    """ZParams from `n` rows' column means and sums of squared deviations (`column_sums`)."""
+    std = []
+    for sq in squares:
+        var = sq / n if n else 0.0
         std.append(var**0.5 if var > 0 else 1.0)
     weight = tuple(float(weights.get(c, b)) for c, b in zip(columns, base, strict=True))
-    return ZParams(tuple(columns), tuple(mean), tuple(std), weight)
+    return ZParams(tuple(columns), tuple(float(m) for m in mean), tuple(std), weight)
 
 
 def zsum(neurons: np.ndarray, params: ZParams) -> np.ndarray:

@@ -238,3 +238,41 @@ def test_killed_runs_resume_to_byte_identical_output(tmp_path):
         assert _same_tree(out, tmp_path / "clean")
         assert _same_tree(Path(f"{out}-dropped"), Path(f"{tmp_path / 'clean'}-dropped"))
     assert interrupted > 0  # at least one kill landed before the run finished
+
+
+@pytest.mark.parametrize("extra", [[], ["--recipe", "rosetta-sample"]])
+def test_sketch_path_streams_side_files_to_the_exact_cut(tmp_path, extra):
+    exact, sketch = tmp_path / "exact", tmp_path / "sketch"
+    common = ["--budget", "40%", *extra]
+    for folder, forced in ((exact, []), (sketch, ["--max-exact-rows", "10"])):
+        out = ["--out", str(folder / "out"), "--dropped", str(folder / "dropped")]
+        result = _filter(*out, *common, *forced)
+        assert result.exit_code == 0, result.output
+    a, b = (json.loads((d / "out" / "manifest.json").read_text()) for d in (exact, sketch))
+    assert (a["selection"], b["selection"]) == ("exact", "sketch")
+    assert b["kept_tokens"] <= b["budget_tokens"] + 1000  # one document at most
+    assert abs(b["budget_error"]) < 0.02
+    for key in ("kept_docs", "kept_tokens", "budget_tokens", "dropped"):
+        assert a[key] == b[key], key
+    # z-score statistics are chunk sums combined by fsum: equal to the last few ulps
+    assert b["threshold"] == pytest.approx(a["threshold"], rel=1e-12)
+    (cut_a,), (cut_b,) = a["cut"]["cuts"], b["cut"]["cuts"]
+    assert cut_a["tie"] == cut_b["tie"] and cut_b["key"] == pytest.approx(cut_a["key"], rel=1e-12)
+    assert a["tokens_by_source"] == b["tokens_by_source"]
+    data = [
+        p.relative_to(exact)
+        for p in exact.rglob("*")
+        if p.is_file() and p.name not in ("manifest.json", "report.png", ".curate-plan.json")
+    ]
+    assert any(rel.parts[0] == "dropped" for rel in data) and len(data) == 8
+    for rel in data:  # same kept and dropped rows, byte for byte
+        assert filecmp.cmp(exact / rel, sketch / rel, shallow=False), rel
+    assert not (sketch / "out" / "report.png").exists()
+
+
+def test_sketch_path_names_the_recipe_feature_that_needs_exact_selection(tmp_path):
+    result = _filter(
+        "--recipe", "rosetta-diverse", "--out", str(tmp_path / "o"), "--max-exact-rows", "10"
+    )
+    assert result.exit_code == 2, result.output
+    assert "diversity.clusters" in result.output and "--max-exact-rows" in result.output
