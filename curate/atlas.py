@@ -16,6 +16,7 @@ from probes.artifact import NeuronArtifact
 from probes.batching import length_sorted_batches, pad
 from probes.capture import ActivationSource
 from probes.discover import Corpus
+from probes.hooks import hook_name
 
 CONTEXT_CHARS = 160
 DOCS_PER_CHUNK = 64
@@ -57,9 +58,7 @@ def _top_snippets(
     """Per neuron, the `n` documents with the highest single-token activation (best first)."""
     best: list[list[Snippet]] = [[] for _ in columns]
     loaded = source.loaded
-    pad_id = loaded.tokenizer.pad_token_id or 0
     corpus = Corpus(data, loaded, max_tokens, heldout=0.0)
-    chunk = []
     docs = iter(tqdm(corpus, desc="atlas", unit="doc", leave=False))
     while True:
         chunk = [doc for _, doc in zip(range(DOCS_PER_CHUNK), docs, strict=False)]
@@ -67,7 +66,7 @@ def _top_snippets(
             break
         encoded = encode(loaded.tokenizer, [d.text for d in chunk], loaded.max_length)
         for batch in length_sorted_batches([e.doc for e in encoded], 4096):
-            input_ids, attention, content = pad(batch, pad_id)
+            input_ids, attention, content = pad(batch, loaded.pad_id)
             layers = source.capture(input_ids, attention)
             acts = torch.cat([layers[layer].float() for layer in source.requests], dim=-1)
             acts = acts[..., columns].masked_fill(~content.unsqueeze(-1), float("-inf"))
@@ -103,7 +102,7 @@ def _card(row: dict, snippets: list[Snippet], meta: dict) -> str:
     shown = "".join(_render(s) for s in snippets) or "<p>no activating text in --data</p>"
     return (
         f'<section class="card"><h2>#{row["rank"]} L{row["layer"]}N{row["index"]} '
-        f"<small>blocks.{row['layer']}.mlp.hook_post[{row['index']}] - mean corr "
+        f"<small>{hook_name(row['layer'])}[{row['index']}] - mean corr "
         f"{row['mean_corr']:.3f}, threshold {row['threshold']:.3f}</small></h2>"
         f"<ul>{buddies}</ul><p>{stats}</p>{shown}</section>"
     )

@@ -14,7 +14,6 @@ plan load lazily in the worker. Paths must be on a filesystem that all workers s
 """
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +24,13 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from filters.corpus import DocTable, directory_source, shard_root
+from filters.corpus import DocTable, directory_source
 from filters.plan import CutSpec, make_plan
 from filters.recipe import Recipe, load_recipe
 from filters.write import write_atomic
+from probes.atomic import atomic_path
 from probes.score_shards import CHUNK_DOCS
-from probes.shards import list_shards, read_documents
+from probes.shards import list_shards, read_documents, shard_root
 
 PLAN_FILE = "plan.json"
 
@@ -175,15 +175,8 @@ class ScoreStats(PipelineStep):
             rows["score"].append(doc.metadata.get("rosetta_score"))
             rows["neurons"].append(json.dumps(neurons) if neurons else None)
             yield doc
-        folder = Path(self.stats_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{rank:05d}.parquet"
-        tmp = folder / f".{rank:05d}.{os.getpid()}.tmp"
-        try:
+        with atomic_path(Path(self.stats_dir) / f"{rank:05d}.parquet") as tmp:
             pq.write_table(pa.table(rows), tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 class BudgetPlan(PipelineStep):

@@ -94,8 +94,7 @@ def discover(
         raise CurateError("give at least two --model options: the anchor and a partner")
     if heldout <= 0:
         raise CurateError("--heldout must be above 0: replication needs held-out documents")
-    if out_dir.exists() and not force and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise CurateError(f"{out_dir} exists and is not empty; use --force to replace it")
+    artifact.check_out(out_dir, force)
     loaded = [load_model(name, pick_dtype(dtype)) for name in models]
     corpus = disc.Corpus(
         data,
@@ -243,6 +242,7 @@ def top(
 
     if k < 1:
         raise CurateError(f"-k must be at least 1, not {k}")
+    artifact.check_out(out_dir, force)
     result = artifact.read(set_dir)
     if result.size == 0:
         raise CurateError(f"{set_dir} holds no Rosetta neurons")

@@ -20,7 +20,6 @@ from filters.corpus import (
     from_side_files,
     from_text,
     iter_shard_docs,
-    shard_root,
     side_file_rows,
     side_files,
 )
@@ -40,7 +39,7 @@ from filters.write import plan_digest, prepare_output, write_rows
 from probes.errors import CurateError
 from probes.models import cache_dir
 from probes.score_shards import probe_directory
-from probes.shards import list_shards
+from probes.shards import list_shards, shard_root
 
 
 def default_scores_dir(shard_dir: Path) -> Path:
@@ -152,9 +151,7 @@ def run_filter(
             )
     table, dsir_score, tokenizer = build_table(shard_dir, recipe, scores_dir, progress, probe=False)
     plan = make_plan(table, recipe, recipe.budget, dsir_score)
-    manifest = build_manifest(
-        table, plan, recipe, recipe.select.budget, recipe.probe.model, tokenizer
-    )
+    manifest = build_manifest(table, plan, recipe, tokenizer)
     if dry_run:
         return manifest, plan
     outputs = [(out_dir, rows_by_shard(table, plan.keep), "--out")]
@@ -189,8 +186,6 @@ def _filter_streaming(
         meta,
         plan.spec,
         recipe,
-        recipe.select.budget,
-        recipe.probe.model,
         recipe.probe.model,  # the budget tokenizer: select.tokenizer does not stream
         "sketch",
     )

@@ -15,7 +15,14 @@ import pyarrow.parquet as pq
 
 from probes.errors import CurateError, ShardError
 from probes.score_shards import read_side_meta, side_file
-from probes.shards import Document, iter_raw_rows, list_shards, read_documents
+from probes.shards import (
+    Document,
+    chunked,
+    iter_raw_rows,
+    list_shards,
+    read_documents,
+    shard_root,
+)
 
 TEXT_BATCH = 256
 
@@ -44,10 +51,6 @@ class DocTable:
     @property
     def ok(self) -> np.ndarray:
         return np.array([e is None for e in self.error], dtype=bool)
-
-
-def shard_root(shard_dir: Path) -> Path:
-    return shard_dir if shard_dir.is_dir() else shard_dir.parent
 
 
 SIDE_COLUMNS = ("row", "id", "n_tokens", "score", "error")
@@ -118,13 +121,9 @@ def iter_shard_docs(
     """(shard index, a batch of its documents) for every shard, in table order."""
     root = shard_root(shard_dir)
     for i, shard in enumerate(list_shards(shard_dir)):
-        batch: list[Document] = []
-        for doc in read_documents(shard, text_key, id_key, on_error, root=root):
-            batch.append(doc)
-            if len(batch) == TEXT_BATCH:
-                yield i, batch
-                batch = []
-        if batch:
+        for batch in chunked(
+            read_documents(shard, text_key, id_key, on_error, root=root), TEXT_BATCH
+        ):
             yield i, batch
 
 

@@ -20,9 +20,7 @@ MANIFEST = "manifest.json"
 REPORT = "report.png"
 
 
-def build_manifest(
-    table: DocTable, plan: Plan, recipe: Recipe, budget: str, model: str | None, tokenizer: str
-) -> dict:
+def build_manifest(table: DocTable, plan: Plan, recipe: Recipe, tokenizer: str) -> dict:
     kept_by_source = Counter()
     input_by_source = Counter()
     for s, t, k, r in zip(
@@ -50,8 +48,6 @@ def build_manifest(
         table.side_meta,
         plan.spec,
         recipe,
-        budget,
-        model,
         tokenizer,
         "exact",
     )
@@ -65,8 +61,6 @@ def manifest_from_totals(
     side_meta: dict | None,
     spec: CutSpec,
     recipe: Recipe,
-    budget: str,
-    model: str | None,
     tokenizer: str,
     selection: str,
 ) -> dict:
@@ -81,7 +75,7 @@ def manifest_from_totals(
         "skipped_rows": dropped.get("error", 0),
         "kept_docs": totals["kept_docs"],
         "kept_tokens": kept_tokens,
-        "budget": budget,
+        "budget": recipe.select.budget,
         "budget_tokens": budget_tokens,
         "budget_error": error,
         "budget_exceeds_corpus": not totals["budget_reached"],
@@ -92,7 +86,7 @@ def manifest_from_totals(
             name: {"input": inp, "kept": kept} for name, (inp, kept) in by_source.items()
         },
         "shards": shards,
-        "model": meta.get("model", recipe.probe.model if recipe.needs_probe else None) or model,
+        "model": meta.get("model") or recipe.probe.model,
         "model_hash": meta.get("model_hash"),
         "neuron_set": recipe.probe.neurons if recipe.needs_probe else None,
         "neurons": meta.get("neurons"),

@@ -10,7 +10,6 @@ and refuses to mix plans in one folder.
 import gzip
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
+from probes.atomic import atomic_path
 from probes.errors import CurateError, ShardError
 from probes.shards import iter_raw_rows, shard_suffix
 
@@ -53,12 +53,8 @@ def prepare_output(out_dir: Path, digest: str, what: str) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_rows(root: Path, rows_by_shard: dict[str, np.ndarray], out_dir: Path) -> dict[str, int]:
@@ -75,15 +71,8 @@ def write_rows(root: Path, rows_by_shard: dict[str, np.ndarray], out_dir: Path) 
         written[rel] = len(rows)
         if target.is_file():
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed run
-            stale.unlink()
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(target) as tmp:
             _write_shard(root / rel, np.asarray(rows, np.int64), tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
     return written
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from probes.discover import Corpus, Discovery, hook_names
+from probes.discover import Corpus, Discovery
 from probes.errors import CurateError
+from probes.hooks import hook_name
 from probes.neurons import Neuron, NeuronSet
 from probes.version import TOOL_VERSION
 
@@ -204,7 +205,7 @@ def _model_meta(loaded, layers: list[int], width: int, role: str) -> dict:
         "content_hash": loaded.content_hash,
         "layers": layers,
         "width": width,
-        "hook_names": hook_names(layers),
+        "hook_names": [hook_name(layer) for layer in layers],
     }
 
 
@@ -218,11 +219,17 @@ def _population(stats: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
     return out
 
 
-def write(artifact: NeuronArtifact, out: Path, force: bool = False) -> None:
-    """Write the folder atomically: a killed run leaves the previous folder or none."""
+def check_out(out: Path, force: bool) -> None:
+    """Refuse a non-empty output folder unless --force replaces a neuron set: checked before the
+    expensive work and again when writing."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not (force and (out / META).is_file()):
             raise CurateError(f"{out} exists and is not empty; use --force to replace a neuron set")
+
+
+def write(artifact: NeuronArtifact, out: Path, force: bool = False) -> None:
+    """Write the folder atomically: a killed run leaves the previous folder or none."""
+    check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -265,7 +272,7 @@ def table(artifact: NeuronArtifact) -> str:
     head += [*STAT_KEYS, "top_class"]
     lines = ["\t".join(head)]
     for row in artifact.rows():
-        cells = [row["rank"], f"blocks.{row['layer']}.mlp.hook_post", row["layer"], row["index"]]
+        cells = [row["rank"], hook_name(row["layer"]), row["layer"], row["index"]]
         cells += [_num(row[k]) for k in ("mean_corr", "threshold", "weight")]
         for b in row["buddies"]:
             cells += [

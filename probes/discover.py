@@ -25,10 +25,10 @@ from probes.align import EncodedDoc, align, encode
 from probes.batching import length_sorted_batches, pad, tokenize
 from probes.capture import ActivationSource
 from probes.errors import CurateError
-from probes.hooks import hook_name, mlp_width, n_layers
+from probes.hooks import mlp_width, n_layers
 from probes.models import ATTENTION, LoadedModel
 from probes.selectivity import NeuronStats
-from probes.shards import iter_raw_rows, list_shards, read_documents
+from probes.shards import iter_raw_rows, list_shards, read_documents, shard_root
 
 OPEN_SHARDS = 32  # shards read round-robin at once: a small budget still samples many sources
 WINDOW_BATCHES = 8  # documents are length-sorted within windows of this many batches
@@ -72,7 +72,7 @@ class Corpus:
         if max_tokens < 1:
             raise CurateError(f"--max-tokens must be positive, not {max_tokens}")
         self.shards = list_shards(root)
-        self.base = root if root.is_dir() else root.parent
+        self.base = shard_root(root)
         self.anchor = anchor
         # Cutting documents short spreads a token budget over more documents and sources.
         self.doc_tokens = min(anchor.max_length, doc_tokens or anchor.max_length)
@@ -216,9 +216,7 @@ def _window_batches(
 
 def _capture_flat(source: ActivationSource, docs: Sequence[EncodedDoc]) -> tuple[torch.Tensor, int]:
     """[docs * width, neurons of all requested layers] float32 activations, and the width."""
-    tokenizer = source.loaded.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids, attention, _ = pad([d.doc for d in docs], pad_id)
+    input_ids, attention, _ = pad([d.doc for d in docs], source.loaded.pad_id)
     layers = source.capture(input_ids, attention)
     flat = torch.cat([a.reshape(-1, a.shape[-1]).float() for a in layers.values()], dim=1)
     return flat, input_ids.shape[1]
@@ -541,7 +539,3 @@ def null_rate(discovery: Discovery, corpus: Corpus, partner: int = 0) -> dict:
         "rate": found / max(len(discovery.rosetta), 1),
         "null_threshold": rerun.partners[0].null_threshold,
     }
-
-
-def hook_names(layers: Sequence[int]) -> list[str]:
-    return [hook_name(layer) for layer in layers]

@@ -74,15 +74,13 @@ class ProbeEngine:
         self.thresholds = torch.tensor([n.threshold for n in self.neurons])
         weights = torch.tensor([n.weight for n in self.neurons])
         self.weights = weights / weights.sum()
-        tokenizer = loaded.tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def score(self, texts: Sequence[str]) -> Scores:
         docs = tokenize(self.loaded.tokenizer, texts, self.loaded.max_length)
         values = np.full((len(docs), len(self.neurons)), np.nan, dtype=np.float32)
         scorable = [doc for doc in docs if doc.n_tokens > 0]
         for batch in length_sorted_batches(scorable, self.tokens_per_batch):
-            input_ids, attention, content = pad(batch, self.pad_id)
+            input_ids, attention, content = pad(batch, self.loaded.pad_id)
             layers = self.source.capture(input_ids, attention)
             acts = torch.cat([layers[layer] for layer in self.source.requests], dim=-1)
             per_doc = aggregate(acts, content, self.agg, self.thresholds)

@@ -95,6 +95,12 @@ class LoadedModel:
     content_hash: str
     max_length: int
 
+    @property
+    def pad_id(self) -> int:
+        """Padding id for batches (decoder tokenizers may have none: masked out anyway)."""
+        pad = self.tokenizer.pad_token_id
+        return 0 if pad is None else pad
+
 
 def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load the base encoder/decoder (no task head) in eval mode, with its fast tokenizer."""

@@ -6,11 +6,10 @@ leaves either a whole side file or none; a rerun skips side files whose recorded
 """
 
 import json
-import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from probes.atomic import atomic_path
 from probes.engine import ProbeEngine, pick_dtype
 from probes.errors import ShardError
 from probes.models import load_model, weights_hash
 from probes.neurons import Neuron, load_neuron_set
-from probes.shards import Document, list_shards, read_documents
+from probes.shards import Document, chunked, list_shards, read_documents, shard_root
 from probes.version import TOOL_VERSION
 
 SIDE_SUFFIX = ".scores.parquet"
@@ -55,8 +55,7 @@ class ProbeStats:
 
 def side_file(out_dir: Path, shard_dir: Path, shard: Path) -> Path:
     """`out_dir/<shard path relative to shard_dir>.scores.parquet`."""
-    root = shard_dir if shard_dir.is_dir() else shard_dir.parent
-    return out_dir / (shard.relative_to(root).as_posix() + SIDE_SUFFIX)
+    return out_dir / (shard.relative_to(shard_root(shard_dir)).as_posix() + SIDE_SUFFIX)
 
 
 def read_side_meta(path: Path) -> dict:
@@ -89,7 +88,7 @@ class ShardProber:
     def run(self, shard_dir: Path, out_dir: Path, progress: bool = True) -> ProbeStats:
         stats = ProbeStats()
         start = time.perf_counter()
-        root = shard_dir if shard_dir.is_dir() else shard_dir.parent
+        root = shard_root(shard_dir)
         todo = []
         for shard in list_shards(shard_dir):
             target = side_file(out_dir, shard_dir, shard)
@@ -128,21 +127,13 @@ class ShardProber:
         bar: tqdm,
         start: float,
     ) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed run
-            stale.unlink()
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         schema = _schema(engine.neurons).with_metadata({META_KEY: json.dumps(meta)})
         docs = read_documents(shard, self.text_key, self.id_key, self.on_error, root=root)
-        try:
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for chunk in _chunks(docs, CHUNK_DOCS):
-                    writer.write_table(self._score_chunk(engine, shard, chunk, schema, stats))
-                    bar.update(len(chunk))
-                    bar.set_postfix(tok_s=f"{stats.tokens / (time.perf_counter() - start):,.0f}")
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+            for chunk in chunked(docs, CHUNK_DOCS):
+                writer.write_table(self._score_chunk(engine, shard, chunk, schema, stats))
+                bar.update(len(chunk))
+                bar.set_postfix(tok_s=f"{stats.tokens / (time.perf_counter() - start):,.0f}")
 
     def _score_chunk(
         self,
@@ -199,17 +190,6 @@ def _same_inputs(old: dict, new: dict) -> bool:
     return {k: v for k, v in old.items() if k != "tool_version"} == {
         k: v for k, v in new.items() if k != "tool_version"
     }
-
-
-def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    chunk: list[Document] = []
-    for doc in docs:
-        chunk.append(doc)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def probe_directory(

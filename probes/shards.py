@@ -8,7 +8,7 @@ import gzip
 import io
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -33,6 +33,11 @@ def shard_suffix(path: Path) -> str:
 
 def _accepted() -> str:
     return ", ".join(SHARD_SUFFIXES[:-1]) + " or " + SHARD_SUFFIXES[-1]
+
+
+def shard_root(shard_dir: Path) -> Path:
+    """The folder shard paths are relative to: the directory itself, or a single shard's parent."""
+    return shard_dir if shard_dir.is_dir() else shard_dir.parent
 
 
 def list_shards(root: Path) -> list[Path]:
@@ -214,3 +219,15 @@ def _parse(raw: bytes | dict, text_key: str, id_key: str) -> tuple[str | None, s
     if not text.strip():
         return doc_id, "", "empty text"
     return doc_id, text, None
+
+
+def chunked(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    """Consecutive lists of `size` documents (the last may be shorter)."""
+    chunk: list[Document] = []
+    for doc in docs:
+        chunk.append(doc)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
