@@ -25,6 +25,7 @@ from filters.corpus import (
 )
 from filters.dsir import NgramModel, log_importance, target_model
 from filters.manifest import (
+    KeyHistogram,
     build_manifest,
     manifest_from_totals,
     summary,
@@ -157,7 +158,7 @@ def run_filter(
     outputs = [(out_dir, rows_by_shard(table, plan.keep), "--out")]
     if dropped_dir is not None:
         outputs.append((dropped_dir, rows_by_shard(table, ~plan.keep), "--dropped"))
-    _write(table.root, outputs, manifest, plan)
+    _write(table.root, outputs, manifest, KeyHistogram.of(plan.key, plan.keep, plan.threshold))
     return manifest, plan
 
 
@@ -193,7 +194,7 @@ def _filter_streaming(
     if dropped_dir is not None:
         outputs.append((dropped_dir, plan.dropped_rows, "--dropped"))
     if not dry_run:
-        _write(root, outputs, manifest, None)
+        _write(root, outputs, manifest, plan.histogram)
     return manifest, plan
 
 
@@ -212,15 +213,14 @@ def _write(
     root: Path,
     outputs: list[tuple[Path, dict[str, np.ndarray], str]],
     manifest: dict,
-    plan: Plan | None,
+    hist: KeyHistogram,
 ) -> None:
-    """Write each output's rows, then the report (exact plans only) and the manifest."""
+    """Write each output's rows, then the report and the manifest."""
     for folder, rows, option in outputs:
         prepare_output(folder, plan_digest(rows, manifest["recipe"]), option)
         write_rows(root, rows, folder)
     out_dir = outputs[0][0]
-    if plan is not None:
-        write_report(out_dir, plan, manifest)
+    write_report(out_dir, hist, manifest)
     write_manifest(out_dir, manifest)
 
 

@@ -6,6 +6,7 @@ Both hold no timestamps or timings, so the same inputs give the same bytes.
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from probes.version import TOOL_VERSION
 
 MANIFEST = "manifest.json"
 REPORT = "report.png"
+BINS = 50
 
 
 def build_manifest(table: DocTable, plan: Plan, recipe: Recipe, tokenizer: str) -> dict:
@@ -103,7 +105,39 @@ def write_manifest(out_dir: Path, manifest: dict) -> Path:
     return path
 
 
-def write_report(out_dir: Path, plan: Plan, manifest: dict) -> Path:
+@dataclass
+class KeyHistogram:
+    """Selection keys of the usable documents, all and kept, in 50 equal bins (report.png).
+
+    The streaming path fills the counts chunk by chunk from the keys' range, so both paths draw
+    the same picture for the same selection.
+    """
+
+    edges: np.ndarray
+    usable: np.ndarray  # documents per bin
+    kept: np.ndarray
+    threshold: float | None  # the lowest kept key
+
+    @classmethod
+    def empty(cls, lowest: float, highest: float) -> "KeyHistogram":
+        edges = np.histogram_bin_edges(np.array([lowest, highest]), bins=BINS)
+        return cls(edges, np.zeros(BINS, np.int64), np.zeros(BINS, np.int64), None)
+
+    def add(self, usable_keys: np.ndarray, kept_keys: np.ndarray) -> None:
+        self.usable += np.histogram(usable_keys, self.edges)[0]
+        self.kept += np.histogram(kept_keys, self.edges)[0]
+
+    @classmethod
+    def of(cls, key: np.ndarray, keep: np.ndarray, threshold: float | None) -> "KeyHistogram":
+        """From every row's key (NaN: unusable) and keep flag."""
+        usable = key[~np.isnan(key)]
+        hist = cls.empty(usable.min(), usable.max()) if len(usable) else cls.empty(0.0, 1.0)
+        hist.add(usable, key[keep])
+        hist.threshold = threshold
+        return hist
+
+
+def write_report(out_dir: Path, hist: KeyHistogram, manifest: dict) -> Path:
     """Two panels: selection-key histogram (all vs kept) with the cut, tokens per source."""
     import io
 
@@ -114,13 +148,11 @@ def write_report(out_dir: Path, plan: Plan, manifest: dict) -> Path:
 
     fig = Figure(figsize=(11, 4.2))
     left, right = fig.subplots(1, 2)
-    usable = ~np.isnan(plan.key)
-    keys = plan.key[usable]
-    bins = np.histogram_bin_edges(keys, bins=50) if len(keys) else 10
-    left.hist(keys, bins=bins, color="0.75", label="all documents")
-    left.hist(plan.key[plan.keep], bins=bins, color="tab:blue", label="kept")
-    if plan.threshold is not None:
-        left.axvline(plan.threshold, color="tab:red", linestyle="--", label="cut")
+    width = np.diff(hist.edges)
+    left.bar(hist.edges[:-1], hist.usable, width, align="edge", color="0.75", label="all documents")
+    left.bar(hist.edges[:-1], hist.kept, width, align="edge", color="tab:blue", label="kept")
+    if hist.threshold is not None:
+        left.axvline(hist.threshold, color="tab:red", linestyle="--", label="cut")
     left.set_xlabel("selection key (score; plus Gumbel noise when sampling)")
     left.set_ylabel("documents")
     left.legend()

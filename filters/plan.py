@@ -13,9 +13,20 @@ import numpy as np
 from filters.corpus import DocTable
 from filters.diversity import assign, fit_centroids
 from filters.recipe import Budget, Recipe
-from filters.scoring import ZParams, doc_hashes, fit_zparams, selection_keys, zsum
+from filters.scoring import (
+    ZParams,
+    doc_hashes,
+    fit_zparams,
+    score_spread,
+    selection_keys,
+    zsum,
+)
 from filters.select import REASONS, Cut, select
 from probes.errors import CurateError
+
+# Sample-mode temperatures of these methods count in standard deviations of the score; DSIR's
+# log importance weights are used as they are (temperature 1 = importance resampling).
+SPREAD_SCALED = ("zsum", "probe")
 
 
 @dataclass
@@ -24,7 +35,7 @@ class CutSpec:
 
     method: str
     mode: str
-    temperature: float
+    temperature: float  # in the score's units: the recipe's temperature times the score spread
     seed: int
     threshold: float | None
     min_tokens: int
@@ -88,14 +99,14 @@ class CutSpec:
         probe_score: np.ndarray | None = None,
     ) -> list[str | None]:
         """None to keep a document, else the reason it is dropped (same reasons as the plan)."""
-        hashes = doc_hashes(ids, self.seed)
+        hashes = doc_hashes(ids)
         score = _score(self.method, neurons, probe_score, self.zparams, len(ids))
         reason = _limits(tokens, score, self.min_tokens, self.max_tokens, self.threshold)
         if self.method == "dsir":
             raise CurateError(
                 "dsir recipes select in `curate filter` only (features need the text)"
             )
-        key = selection_keys(score, hashes, self.method, self.mode, self.temperature)
+        key = selection_keys(score, hashes, self.method, self.mode, self.temperature, self.seed)
         cluster = (
             assign(neurons, self.zparams, np.array(self.centroids))
             if self.centroids is not None
@@ -178,7 +189,7 @@ def make_plan(
     n_ok = int(ok.sum())
     input_tokens = int(table.tokens[ok].sum())
     budget_tokens = budget.resolve(input_tokens)
-    hashes = doc_hashes(table.ids, sel.seed)
+    hashes = doc_hashes(table.ids)
     zparams = None
     if recipe.score.method == "zsum" or div.clusters:
         base = [w for *_, w in table.side_meta["neurons"]]
@@ -205,8 +216,13 @@ def make_plan(
     for i, r in zip(np.flatnonzero(ok).tolist(), limits, strict=True):
         reason[i] = r
     eligible = np.array([r is None for r in reason], dtype=bool)
+    temperature = sel.temperature
+    if sel.mode == "sample" and recipe.score.method in SPREAD_SCALED:
+        temperature *= score_spread(score[eligible])
     key = np.full(len(table), np.nan)
-    key[ok] = selection_keys(score[ok], hashes[ok], recipe.score.method, sel.mode, sel.temperature)
+    key[ok] = selection_keys(
+        score[ok], hashes[ok], recipe.score.method, sel.mode, temperature, sel.seed
+    )
     centroids, cluster = None, None
     if div.clusters and eligible.any():
         centroids = fit_centroids(
@@ -238,7 +254,7 @@ def make_plan(
     spec = CutSpec(
         method=recipe.score.method,
         mode=sel.mode,
-        temperature=sel.temperature,
+        temperature=temperature,
         seed=sel.seed,
         threshold=threshold,
         min_tokens=sel.min_tokens,

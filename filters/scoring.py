@@ -63,10 +63,7 @@ def zparams_from_sums(
     base: Sequence[float],
 ) -> ZParams:
     """ZParams from `n` rows' column means and sums of squared deviations (`column_sums`)."""
-    std = []
-    for sq in squares:
-        var = sq / n if n else 0.0
-        std.append(var**0.5 if var > 0 else 1.0)
+    std = [spread(n, sq) for sq in squares]
     weight = tuple(float(weights.get(c, b)) for c, b in zip(columns, base, strict=True))
     return ZParams(tuple(columns), tuple(float(m) for m in mean), tuple(std), weight)
 
@@ -80,35 +77,62 @@ def zsum(neurons: np.ndarray, params: ZParams) -> np.ndarray:
     return out
 
 
-def doc_hashes(ids: Sequence[str], seed: int) -> np.ndarray:
-    """A stable 64-bit hash per document id: the tie-break and the source of random draws."""
-    salt = seed.to_bytes(8, "little")
+def doc_hashes(ids: Sequence[str]) -> np.ndarray:
+    """A stable 64-bit hash per document id: the tie-break between equal keys.
+
+    It does not depend on the seed, so a top-k selection does not either (duplicate documents
+    tie exactly); the seeded random draws are derived from it by `draws`.
+    """
     return np.array(
-        [
-            int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, salt=salt).digest())
-            for i in ids
-        ],
+        [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest()) for i in ids],
         dtype=np.uint64,
     )
 
 
-def uniform(hashes: np.ndarray) -> np.ndarray:
-    """Uniform draws in (0, 1) from the top 53 bits of each hash."""
-    return ((hashes >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def draws(hashes: np.ndarray, seed: int) -> np.ndarray:
+    """Uniform draws in (0, 1) per document for one seed: splitmix64 of the hash and seed."""
+    x = hashes + np.uint64(_GOLDEN * (seed + 1) % 2**64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+
+
+def spread(n: int, squares: float) -> float:
+    """Population standard deviation from a count and a sum of squared deviations from the
+    mean; 1.0 when there is no spread (a constant column scales nothing)."""
+    var = squares / n if n else 0.0
+    return var**0.5 if var > 0 else 1.0
+
+
+def score_spread(score: np.ndarray) -> float:
+    """`spread` of one array of scores, with the order-independent sums of `column_sums`."""
+    x = score.reshape(-1, 1)
+    mean = column_sums(x)[0] / len(x) if len(x) else 0.0
+    return spread(len(x), column_sums(x, [mean])[0])
 
 
 def selection_keys(
-    score: np.ndarray, hashes: np.ndarray, method: str, mode: str, temperature: float
+    score: np.ndarray,
+    hashes: np.ndarray,
+    method: str,
+    mode: str,
+    temperature: float,
+    seed: int,
 ) -> np.ndarray:
     """Higher key = selected first.
 
     topk/threshold rank by score. sample adds Gumbel noise to score / temperature, so taking
     the top keys draws documents without replacement with probability ~ exp(score / T)
-    (Gumbel top-k). The random baseline is sample mode over equal scores.
+    (Gumbel top-k); callers pass T in the score's units (the recipe's temperature times the
+    score's spread, or 1 for DSIR's log importance weights). The random baseline is uniform.
     """
     if method == "random":
-        return uniform(hashes)
+        return draws(hashes, seed)
     if mode != "sample":
         return score.astype(np.float64)
-    gumbel = -np.log(-np.log(uniform(hashes)))
+    gumbel = -np.log(-np.log(draws(hashes, seed)))
     return score.astype(np.float64) / temperature + gumbel

@@ -17,9 +17,17 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from filters.corpus import SIDE_COLUMNS, directory_source
-from filters.plan import CutSpec, _limits, _score
+from filters.manifest import KeyHistogram
+from filters.plan import SPREAD_SCALED, CutSpec, _limits, _score
 from filters.recipe import Recipe
-from filters.scoring import ZParams, column_sums, doc_hashes, selection_keys, zparams_from_sums
+from filters.scoring import (
+    ZParams,
+    column_sums,
+    doc_hashes,
+    selection_keys,
+    spread,
+    zparams_from_sums,
+)
 from filters.select import Cut, rank_order, sketch_cut
 from probes.errors import CurateError
 
@@ -54,6 +62,7 @@ class StreamPlan:
     kept_by_source: Counter
     spec: CutSpec
     passes: int
+    histogram: KeyHistogram
 
     @property
     def threshold(self) -> float | None:
@@ -112,23 +121,52 @@ def _fit_zparams(
     return zparams_from_sums(n, mean, squares, columns, recipe.score.weights, base)
 
 
-def _keys(
-    chunk: Chunk, recipe: Recipe, zparams: ZParams | None
-) -> tuple[list[str | None], np.ndarray, np.ndarray]:
-    """Per row: the reason it cannot be selected (or None), its key and its hash."""
+def _scored(chunk: Chunk, recipe: Recipe, zparams: ZParams | None) -> tuple[list, np.ndarray]:
+    """Per row: the reason it cannot be selected (or None) and its score (NaN: unusable)."""
     sel, ok = recipe.select, chunk.ok
-    hashes = doc_hashes(chunk.ids, sel.seed)
-    score = _score(
+    score = np.full(len(ok), np.nan)
+    score[ok] = _score(
         recipe.score.method, chunk.neurons[ok], chunk.probe_score[ok], zparams, int(ok.sum())
     )
     threshold = sel.threshold if sel.mode == "threshold" else None
     reason: list[str | None] = ["error"] * len(ok)
-    limits = _limits(chunk.tokens[ok], score, sel.min_tokens, sel.max_tokens, threshold)
+    limits = _limits(chunk.tokens[ok], score[ok], sel.min_tokens, sel.max_tokens, threshold)
     for i, r in zip(np.flatnonzero(ok).tolist(), limits, strict=True):
         reason[i] = r
+    return reason, score
+
+
+def _keys(
+    chunk: Chunk, recipe: Recipe, zparams: ZParams | None, temperature: float
+) -> tuple[list[str | None], np.ndarray, np.ndarray]:
+    """Per row: the reason it cannot be selected (or None), its key and its hash."""
+    sel, ok = recipe.select, chunk.ok
+    reason, score = _scored(chunk, recipe, zparams)
+    hashes = doc_hashes(chunk.ids)
     key = np.full(len(ok), np.nan)
-    key[ok] = selection_keys(score, hashes[ok], recipe.score.method, sel.mode, sel.temperature)
+    key[ok] = selection_keys(
+        score[ok], hashes[ok], recipe.score.method, sel.mode, temperature, sel.seed
+    )
     return reason, key, hashes
+
+
+def _temperature(
+    paths: list[Path], columns: list[str], recipe: Recipe, zparams: ZParams | None
+) -> float:
+    """select.temperature in the score's units, as `make_plan` sets it: two passes of sums."""
+    sel = recipe.select
+    if sel.mode != "sample" or recipe.score.method not in SPREAD_SCALED:
+        return sel.temperature
+
+    def eligible_scores() -> Iterator[np.ndarray]:
+        for c in iter_chunks(paths, columns):
+            reason, score = _scored(c, recipe, zparams)
+            yield score[[r is None for r in reason]].reshape(-1, 1)
+
+    n = sum(len(x) for x in eligible_scores())
+    mean = math.fsum(column_sums(x)[0] for x in eligible_scores()) / n if n else 0.0
+    squares = math.fsum(column_sums(x, [mean])[0] for x in eligible_scores())
+    return sel.temperature * spread(n, squares)
 
 
 def stream_plan(
@@ -150,21 +188,29 @@ def stream_plan(
         input_docs += int(c.ok.sum())
         input_tokens += int(c.tokens[c.ok].sum())
     budget_tokens = recipe.budget.resolve(input_tokens)
+    temperature = _temperature(paths, columns, recipe, zparams)
+    key_range = [math.inf, -math.inf]  # of the usable rows' keys, for the report's histogram
 
     def eligible_keys():
         for c in iter_chunks(paths, columns):
-            reason, key, hashes = _keys(c, recipe, zparams)
+            reason, key, hashes = _keys(c, recipe, zparams, temperature)
+            if c.ok.any():
+                key_range[:] = (
+                    min(key_range[0], key[c.ok].min()),
+                    max(key_range[1], key[c.ok].max()),
+                )
             m = np.array([r is None for r in reason], dtype=bool)
             yield key[m], hashes[m], c.tokens[m]
 
     found = sketch_cut(eligible_keys, budget_tokens)
+    hist = KeyHistogram.empty(*key_range) if input_docs else KeyHistogram.empty(0.0, 1.0)
     kept: dict[str, list[np.ndarray]] = {s: [] for s in shards}
     dropped_rows: dict[str, list[np.ndarray]] = {s: [] for s in shards}
     dropped, input_by, kept_by = Counter(), Counter(), Counter()
     kept_docs = kept_tokens = 0
     lowest: Cut | None = None
     for c in iter_chunks(paths, columns):
-        reason, key, hashes = _keys(c, recipe, zparams)
+        reason, key, hashes = _keys(c, recipe, zparams, temperature)
         eligible = np.array([r is None for r in reason], dtype=bool)
         if found.everything:
             keep = eligible
@@ -183,16 +229,18 @@ def stream_plan(
         kept_by[source] += int(c.tokens[keep].sum())
         kept_docs += int(keep.sum())
         kept_tokens += int(c.tokens[keep].sum())
+        hist.add(key[c.ok], key[keep])
         if keep.any():
             k, h = key[keep], hashes[keep]
             last = rank_order(k, h)[-1]
             cand = Cut(float(k[last]), int(h[last]))
             if lowest is None or (cand.key, cand.tie) < (lowest.key, lowest.tie):
                 lowest = cand
+    hist.threshold = lowest.key if lowest is not None else None
     spec = CutSpec(
         method=recipe.score.method,
         mode=sel.mode,
-        temperature=sel.temperature,
+        temperature=temperature,
         seed=sel.seed,
         threshold=sel.threshold if sel.mode == "threshold" else None,
         min_tokens=sel.min_tokens,
@@ -220,4 +268,5 @@ def stream_plan(
         kept_by_source=kept_by,
         spec=spec,
         passes=found.passes,
+        histogram=hist,
     )

@@ -54,14 +54,14 @@ def load_neuron_set(spec: str) -> NeuronSet:
     the content hash of the model it was discovered on, so probing another model is refused.
     """
     path = Path(spec)
-    if path.is_dir():
+    if spec.lstrip().startswith("["):  # before any path check: long JSON is no valid file name
+        text, source = spec, "inline JSON"
+    elif path.is_dir():
         from probes.artifact import read  # the artifact reader pulls in discovery code
 
         return read(path).neuron_set(str(path))
-    if path.is_file():
+    elif path.is_file():
         text, source = path.read_text(encoding="utf-8"), str(path)
-    elif spec.lstrip().startswith("["):
-        text, source = spec, "inline JSON"
     else:
         raise CurateError(
             f"neuron set {spec!r} is neither a file nor a JSON list of [layer, index]"

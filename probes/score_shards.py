@@ -63,15 +63,27 @@ def read_side_meta(path: Path) -> dict:
 
 
 def probe_identity(
-    model: str, model_hash: str, neurons: list[Neuron], agg: str, text_key: str
+    model: str,
+    model_hash: str,
+    neurons: list[Neuron],
+    agg: str,
+    text_key: str,
+    id_key: str,
+    on_error: str,
 ) -> dict:
-    """What a side file's scores depend on besides its shard: a rerun redoes any mismatch."""
+    """Everything a side file's rows depend on besides its shard: a rerun redoes any mismatch.
+
+    The id key changes the `id` column and the error mode whether bad rows exist in the file at
+    all, so a side file written under `skip` must not satisfy a run that asked to `fail`.
+    """
     return {
         "model": model,
         "model_hash": model_hash,
         "neurons": [[n.layer, n.index, n.threshold, n.weight] for n in neurons],
         "agg": agg,
         "text_key": text_key,
+        "id_key": id_key,
+        "on_error": on_error,
     }
 
 
@@ -208,7 +220,9 @@ def probe_directory(
     """Load the model and neuron set, then score every shard of `shard_dir` into `out_dir`."""
     list_shards(shard_dir)  # fail on a bad directory before paying for a model load
     neuron_set = load_neuron_set(neurons)
-    identity = probe_identity(model, weights_hash(model), neuron_set.ordered(), agg, text_key)
+    identity = probe_identity(
+        model, weights_hash(model), neuron_set.ordered(), agg, text_key, id_key, on_error
+    )
 
     def make_engine() -> ProbeEngine:
         loaded = load_model(model, dtype=pick_dtype(dtype))

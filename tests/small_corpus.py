@@ -18,7 +18,6 @@ from curate.demo_shards import SHARDS, build_demo_shards
 from probes.shards import iter_raw_rows
 
 DOCS_PER_SHARD = 30
-NEURONS = "[[1, 128], [2, 512], [3, 77], [4, 1024], [5, 300], [5, 901]]"
 
 
 def write_small_corpus(demo: Path, out: Path, docs: int = DOCS_PER_SHARD) -> Path:
@@ -42,13 +41,19 @@ def write_small_corpus(demo: Path, out: Path, docs: int = DOCS_PER_SHARD) -> Pat
 
 @functools.cache
 def scored_small_corpus() -> tuple[Path, Path]:
-    """(shard dir, side-file dir), probed with the real MiniLM once per process."""
+    """(shard dir, side-file dir), probed with the real MiniLM once per process.
+
+    Probed with the bundled recipes' model and neuron set, so `curate filter` with any of them
+    finds the side files fresh and never re-probes.
+    """
+    from filters.recipe import load_recipe
     from probes.score_shards import probe_directory
 
     base = Path(tempfile.mkdtemp(prefix="rosetta-small-"))
     demo = build_demo_shards(base / "demo")
     shards = write_small_corpus(demo, base / "shards")
-    probe_directory(shards, NEURONS, base / "scores", "minilm-l6", "max_norm", progress=False)
+    probe = load_recipe("base").probe
+    probe_directory(shards, probe.neurons, base / "scores", probe.model, probe.agg, progress=False)
     return shards, base / "scores"
 
 

@@ -167,3 +167,9 @@ def test_a_killed_run_resumes_and_leaves_no_partial_side_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"{len(finished)} already done" in result.stdout
     assert len(list(out.glob("*.scores.parquet"))) == 6 and not leftovers(out)
+    clean = tmp_path / "clean"  # an uninterrupted run writes the same side files
+    assert subprocess.run([*cmd[:-1], str(clean), "--neurons", NEURONS]).returncode == 0
+    for path in sorted(clean.glob("*.scores.parquet")):
+        resumed = pq.read_table(out / path.name)
+        assert resumed.equals(pq.read_table(path))
+        assert read_side_meta(out / path.name) == read_side_meta(path)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from filters.scoring import doc_hashes, selection_keys, uniform
+from filters.scoring import doc_hashes, draws, selection_keys
 from filters.select import REASONS, rank_order, select, sketch_cut
 
 
@@ -79,23 +79,25 @@ def test_gumbel_sampling_is_seeded_and_prefers_high_scores():
     tokens = np.full(len(ids), 100)
     picks = []
     for seed in (0, 0, 1):
-        hashes = doc_hashes(ids, seed)
-        key = selection_keys(score, hashes, "zsum", "sample", 1.0)
+        hashes = doc_hashes(ids)
+        key = selection_keys(score, hashes, "zsum", "sample", 1.0, seed)
         picks.append(select(key, hashes, tokens, 100 * 2_000).keep)
     assert (picks[0] == picks[1]).all() and not (picks[0] == picks[2]).all()
     top, bottom = picks[0][-5_000:].mean(), picks[0][:5_000].mean()
     assert top > 3 * bottom > 0  # soft: low scores still get some documents
-    hashes = doc_hashes(ids, 0)
-    hot = select(selection_keys(score, hashes, "zsum", "sample", 1e-5), hashes, tokens, 200_000)
+    hashes = doc_hashes(ids)
+    hot = select(selection_keys(score, hashes, "zsum", "sample", 1e-5, 0), hashes, tokens, 200_000)
     assert hot.keep[-2_000:].all()  # near-zero temperature is top-k
 
 
 def test_random_keys_are_uniform_and_ignore_scores():
-    hashes = doc_hashes([str(i) for i in range(50_000)], 7)
-    u = uniform(hashes)
+    hashes = doc_hashes([str(i) for i in range(50_000)])
+    u = draws(hashes, 7)
     assert 0 < u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
-    keys = selection_keys(np.arange(50_000.0), hashes, "random", "topk", 1.0)
-    assert np.array_equal(keys, u)
+    keys = selection_keys(np.arange(50_000.0), hashes, "random", "topk", 1.0, 7)
+    assert abs(np.corrcoef(keys, np.arange(50_000.0))[0, 1]) < 0.02
+    other_seed = draws(hashes, 8)  # another seed: independent draws
+    assert abs(np.corrcoef(u, other_seed)[0, 1]) < 0.02 and abs(other_seed.mean() - 0.5) < 0.01
 
 
 def test_rank_order_is_by_key_then_tie_descending():
