@@ -61,19 +61,22 @@ def probe(
     tokens_per_batch: int,
 ) -> None:
     """Score every document of SHARD_DIR into row-aligned .scores.parquet side files."""
-    from probes.score_shards import probe_directory
+    from curate.pipeline import ProbeJob
+    from curate.pipeline import probe as run_probe
 
-    stats = probe_directory(
-        shard_dir,
-        neurons,
-        out_dir,
-        model=model,
-        agg=agg,
-        on_error=on_error,
-        text_key=text_key,
-        id_key=id_key,
-        dtype=dtype,
-        tokens_per_batch=tokens_per_batch,
+    stats = run_probe(
+        ProbeJob(
+            shard_dir,
+            neurons,
+            out_dir,
+            model=model,
+            agg=agg,
+            on_error=on_error,
+            text_key=text_key,
+            id_key=id_key,
+            dtype=dtype,
+            tokens_per_batch=tokens_per_batch,
+        )
     )
     click.echo(stats.summary())
     click.echo(f"side files: {out_dir}")

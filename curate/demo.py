@@ -10,24 +10,22 @@ from pathlib import Path
 import click
 
 from curate.demo_shards import build_demo_shards
-from curate.filter_cli import run_filter
-from filters.manifest import summary
+from curate.pipeline import FilterJob, ProbeJob, filter, probe
 from filters.recipe import load_recipe
-from probes.score_shards import probe_directory
 
 
 def run_demo(out_dir: Path) -> None:
     shards = build_demo_shards(out_dir / "shards")
     click.echo(f"demo shards: {shards} (Python's own help text)")
     recipe = load_recipe("rosetta-default")
-    probe = recipe.probe
-    click.echo(f"\n== probe: {probe.model} x {probe.neurons}")
-    stats = probe_directory(shards, probe.neurons, out_dir / "scores", probe.model, probe.agg)
+    p = recipe.probe
+    click.echo(f"\n== probe: {p.model} x {p.neurons}")
+    stats = probe(ProbeJob(shards, p.neurons, out_dir / "scores", model=p.model, agg=p.agg))
     click.echo(stats.summary())
     for name in ("rosetta-default", "random"):
         click.echo(f"\n== filter: recipe {name}, budget {recipe.select.budget}")
-        manifest, _ = run_filter(
-            shards, load_recipe(name), out_dir / name, scores_dir=out_dir / "scores"
+        result = filter(
+            FilterJob(shards, recipe=name, out=out_dir / name, scores=out_dir / "scores")
         )
-        click.echo(summary(manifest))
+        click.echo(result.summary())
         click.echo(f"wrote {out_dir / name} (manifest.json, report.png)")

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import click
-import torch
 
+from curate import pipeline
 from probes.errors import CurateError
 
 DTYPE_CHOICE = click.Choice(["auto", "bf16", "fp32"])
@@ -86,41 +86,34 @@ def discover(
 ) -> None:
     """Find Rosetta neurons of the first --model that have a buddy in every other one."""
     from probes import artifact
-    from probes import discover as disc
-    from probes.engine import pick_dtype
-    from probes.models import load_model
 
     if len(models) < 2:
         raise CurateError("give at least two --model options: the anchor and a partner")
-    if heldout <= 0:
-        raise CurateError("--heldout must be above 0: replication needs held-out documents")
-    artifact.check_out(out_dir, force)
-    loaded = [load_model(name, pick_dtype(dtype)) for name in models]
-    corpus = disc.Corpus(
-        data,
-        loaded[0],
-        max_tokens,
-        heldout,
-        seed,
-        label_key,
-        text_key,
-        id_key,
-        on_error,
-        doc_tokens,
+    result = pipeline.discover(
+        pipeline.DiscoverJob(
+            models=models,
+            data=data,
+            out=out_dir,
+            max_tokens=max_tokens,
+            min_corr=min_corr,
+            seed=seed,
+            top_k=top_k,
+            heldout=heldout,
+            replicate=replicate,
+            null_quantile=null_quantile,
+            null_rate=null_rate,
+            layers=_layers(layers),
+            doc_tokens=doc_tokens,
+            label_key=label_key,
+            text_key=text_key,
+            id_key=id_key,
+            on_error=on_error,
+            dtype=dtype,
+            tokens_per_batch=tokens_per_batch,
+            force=force,
+            command=_command_line(),
+        )
     )
-    settings = disc.Settings(
-        min_corr=min_corr,
-        top_k=top_k,
-        replicate=replicate,
-        null_quantile=null_quantile,
-        seed=seed,
-        tokens_per_batch=tokens_per_batch,
-        layers=_layers(layers),
-    )
-    found = disc.discover(loaded, corpus, settings)
-    null = disc.null_rate(found, corpus) if null_rate else None
-    result = artifact.from_discovery(found, corpus, _command_line(), null)
-    artifact.write(result, out_dir, force=force)
     click.echo(_summary(result))
     click.echo(f"neuron set: {out_dir} ({artifact.TENSORS}, {artifact.META}, {artifact.TABLE})")
 
@@ -236,70 +229,26 @@ def top(
     force: bool,
 ) -> None:
     """Keep the K Rosetta neurons most selective for TARGET versus BACKGROUND (Cohen's d)."""
-    from probes import artifact
-    from probes.discover import Corpus, Moments, aligned_batches
-    from probes.selectivity import domain_selectivity
-
-    if k < 1:
-        raise CurateError(f"-k must be at least 1, not {k}")
-    artifact.check_out(out_dir, force)
-    result = artifact.read(set_dir)
-    if result.size == 0:
-        raise CurateError(f"{set_dir} holds no Rosetta neurons")
-    source, columns = _anchor_source(result, dtype)
-    sides = {}
-    for name, root in (("target", target), ("background", background)):
-        corpus = Corpus(root, source.loaded, max_tokens, heldout=0.0)
-        moments = Moments(len(columns))
-        for acts, _ in aligned_batches(corpus, [source], False, 4096, name):
-            moments.update(acts[0][:, columns])
-        if moments.count < 2:
-            raise CurateError(f"--{name} {root} has fewer than 2 tokens")
-        sides[name] = (moments, corpus)
-    (t, t_corpus), (b, b_corpus) = sides["target"], sides["background"]
-    d = domain_selectivity(t.mean, t.var, b.mean, b.var).float()
-    ranks = d.argsort(descending=True)[: min(k, result.size)]
-    extra = {
-        "command": _command_line(),
-        "derived_from": {"path": str(set_dir), "command": result.meta["command"]},
-        "top": {
-            "selectivity": "Cohen's d of the anchor activation, target versus background tokens",
-            "target": {"root": str(target), "fingerprint": t_corpus.fingerprint, "tokens": t.count},
-            "background": {
-                "root": str(background),
-                "fingerprint": b_corpus.fingerprint,
-                "tokens": b.count,
-            },
-            "d": [float(d[r]) for r in ranks],
-        },
-    }
-    subset = result.subset(ranks, d[ranks].clamp(min=1e-6), extra)
-    artifact.write(subset, out_dir, force=force)
-    partners = [m["name"] for m in result.meta["models"][1:]]
-    click.echo(f"{len(ranks)} neurons most selective for {target} versus {background}:")
-    for row, r in zip(subset.rows(), ranks.tolist(), strict=True):
-        click.echo(f"  d={d[r]:+.2f}  L{row['layer']}N{row['index']}  corr {row['mean_corr']:.3f}")
+    result = pipeline.top(
+        pipeline.TopJob(
+            neurons=set_dir,
+            target=target,
+            background=background,
+            out=out_dir,
+            k=k,
+            max_tokens=max_tokens,
+            dtype=dtype,
+            force=force,
+            command=_command_line(),
+        )
+    )
+    subset = result.artifact
+    partners = [m["name"] for m in subset.meta["models"][1:]]
+    click.echo(f"{subset.size} neurons most selective for {target} versus {background}:")
+    for row, d in zip(subset.rows(), result.selectivity, strict=True):
+        click.echo(f"  d={d:+.2f}  L{row['layer']}N{row['index']}  corr {row['mean_corr']:.3f}")
     click.echo(_table(subset.rows(), partners))
     click.echo(f"neuron set: {out_dir}")
-
-
-def _anchor_source(result, dtype: str):
-    """The anchor model's ActivationSource for the set's neurons, columns in rank order."""
-    from probes.capture import ActivationSource
-    from probes.engine import pick_dtype
-    from probes.models import load_model
-
-    anchor = result.meta["models"][0]
-    loaded = load_model(anchor["name"], pick_dtype(dtype))
-    if loaded.content_hash != anchor["content_hash"]:
-        raise CurateError(
-            f"the neuron set was discovered on weights {anchor['content_hash']}, but "
-            f"{anchor['name']} now has {loaded.content_hash}"
-        )
-    neuron_set = result.neuron_set("artifact")
-    ordered = [(n.layer, n.index) for n in neuron_set.ordered()]
-    columns = torch.tensor([ordered.index((n.layer, n.index)) for n in neuron_set.neurons])
-    return ActivationSource(loaded, neuron_set.requests()), columns
 
 
 @neurons.command()
@@ -320,14 +269,7 @@ def atlas(
     dtype: str,
 ) -> None:
     """Write a static HTML page: one card per neuron with its top-activating snippets."""
-    from curate.atlas import build_atlas
-    from probes.artifact import read
-
-    result = read(set_dir)
-    if result.size == 0:
-        raise CurateError(f"{set_dir} holds no Rosetta neurons")
-    source, columns = _anchor_source(result, dtype)
-    html = build_atlas(result, source, columns, data, max_tokens, snippets, limit)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(html, encoding="utf-8")
-    click.echo(f"atlas of {min(limit, result.size)} neurons: {out_file}")
+    shown = pipeline.atlas(
+        pipeline.AtlasJob(set_dir, data, out_file, max_tokens, snippets, limit, dtype)
+    )
+    click.echo(f"atlas of {shown} neurons: {out_file}")

@@ -21,7 +21,7 @@ from curate.datatrove_steps import (
     ScoreStats,
     ShardReader,
 )
-from curate.filter_cli import run_filter
+from curate.pipeline import FilterJob, filter
 from filters.recipe import load_recipe
 
 
@@ -69,7 +69,8 @@ def reference(tmp_path_factory):
     shards, scores = scored_small_corpus()
     recipe = load_recipe("rosetta-diverse").replace(quotas={"caps": {"topics": 0.4}})
     out = tmp_path_factory.mktemp("ref")
-    manifest, plan = run_filter(shards, recipe, out / "out", scores, progress=False)
+    result = filter(FilterJob(shards, recipe, out / "out", scores=scores, progress=False))
+    manifest, plan = result.manifest, result.selection
     kept = {i for i, k in zip(plan_ids(shards, scores), plan.keep, strict=True) if k}
     return shards, recipe, manifest, kept
 

@@ -16,24 +16,15 @@ from click.testing import CliRunner
 from independent import kept_mask, read_side_files
 from small_corpus import read_jsonl_ids, scored_small_corpus
 
-from curate.cli import CurateGroup
-from curate.filter_cli import filter_cmd
+from curate.cli import main
 from probes.shards import iter_raw_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@click.group(cls=CurateGroup)
-def cli() -> None:
-    """The lead registers filter_cmd on curate's main group the same way."""
-
-
-cli.add_command(filter_cmd)
-
-
 def _filter(*args: str) -> click.testing.Result:
     shards, scores = scored_small_corpus()
-    return CliRunner().invoke(cli, ["filter", str(shards), "--scores", str(scores), *args])
+    return CliRunner().invoke(main, ["filter", str(shards), "--scores", str(scores), *args])
 
 
 def longest_kept(out: Path) -> int:
@@ -179,7 +170,7 @@ def test_bad_rows_are_counted_and_skipped_never_written(tmp_path):
     ]
     write_jsonl(tmp_path / "in" / "a.jsonl", [*good[:6], "{broken", {"id": "x"}, *good[6:]])
     result = CliRunner().invoke(
-        cli,
+        main,
         [
             "filter",
             str(tmp_path / "in"),
@@ -198,7 +189,7 @@ def test_bad_rows_are_counted_and_skipped_never_written(tmp_path):
     assert manifest["skipped_rows"] == 2 and manifest["kept_docs"] == 12
     assert read_jsonl_ids(tmp_path / "o" / "a.jsonl") == [d["id"] for d in good]
     strict = CliRunner().invoke(
-        cli,
+        main,
         [
             "filter",
             str(tmp_path / "in"),
@@ -214,11 +205,9 @@ def test_bad_rows_are_counted_and_skipped_never_written(tmp_path):
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
-from curate.filter_cli import run_filter
-from filters.recipe import load_recipe
-recipe = load_recipe("rosetta-diverse").replace(select={"budget": "60%"})
-run_filter(Path(sys.argv[1]), recipe, Path(sys.argv[3]), Path(sys.argv[2]),
-           dropped_dir=Path(sys.argv[3] + "-dropped"), progress=False)
+from curate.pipeline import FilterJob, filter
+filter(FilterJob(Path(sys.argv[1]), "rosetta-diverse", Path(sys.argv[3]), budget="60%",
+                 scores=Path(sys.argv[2]), dropped=Path(sys.argv[3] + "-dropped"), progress=False))
 """
 
 
