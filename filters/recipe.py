@@ -10,12 +10,12 @@ import difflib
 import json
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from filters.config import build, read_merged
 from probes.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
 from probes.errors import CurateError
 
@@ -156,10 +156,6 @@ class Recipe:
         return recipe
 
 
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(Recipe) if dataclasses.is_dataclass(f.type)}
-_TOP = {"version", "include", "name", "description", *_SECTIONS}
-
-
 def bundled_recipes() -> list[Path]:
     """Recipes shipped with the tool (`recipes/*.toml`), selectable by name."""
     return sorted(RECIPES_DIR.glob("*.toml"))
@@ -185,35 +181,16 @@ def find_recipe(name_or_path: str) -> Path:
 def load_recipe(name_or_path: str) -> Recipe:
     """Read, merge includes, validate; relative paths inside are resolved against each file."""
     path = find_recipe(name_or_path).resolve()
-    raw = _read_merged(path, chain=())
-    return _build(raw, path)
-
-
-def _read_merged(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    if path in chain:
-        cycle = " -> ".join(p.name for p in (*chain, path))
-        raise CurateError(f"{path}: include cycle ({cycle})")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise CurateError(f"{path}: invalid TOML: {exc}") from exc
-    except OSError as exc:
-        raise CurateError(f"{path}: cannot read recipe ({exc.strerror})") from exc
-    _check_keys(raw, _TOP, str(path))
-    _absolutize(raw, path.parent)
-    include = raw.pop("include", None)
-    if include is None:
-        return raw
-    if not isinstance(include, str):
-        raise CurateError(f"{path}: include must be a string (a recipe file or bundled name)")
-    relative = path.parent / include
-    base_path = relative if relative.is_file() else find_recipe(include)
-    base = _read_merged(base_path.resolve(), (*chain, path))
-    merged = {**base, **{k: v for k, v in raw.items() if k not in _SECTIONS}}
-    for section in _SECTIONS:
-        if section in base or section in raw:
-            merged[section] = {**base.get(section, {}), **raw.get(section, {})}
-    return merged
+    raw = read_merged(path, Recipe, find_recipe, _absolutize)
+    version = raw.get("version", None)
+    if version != RECIPE_VERSION:
+        raise CurateError(
+            f"{path}: version must be {RECIPE_VERSION} (got {version!r}); "
+            "set `version = 1` at the top of the recipe"
+        )
+    recipe = build(Recipe, raw, str(path), **({} if "name" in raw else {"name": path.stem}))
+    _check_values(recipe, str(path))
+    return recipe
 
 
 def _absolutize(raw: dict[str, Any], folder: Path) -> None:
@@ -237,69 +214,6 @@ def resolve_neurons(spec: str, folder: Path) -> str:
     if resource.is_file() or resource.is_dir():
         return str(resource)
     return spec  # load_neuron_set reports it
-
-
-def _check_keys(table: dict[str, Any], valid: set[str], where: str) -> None:
-    for key in table:
-        if key not in valid:
-            close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.4)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise CurateError(
-                f"{where}: unknown key {key!r}{hint} (valid: {', '.join(sorted(valid))})"
-            )
-
-
-def _build(raw: dict[str, Any], path: Path) -> Recipe:
-    version = raw.get("version", None)
-    if version != RECIPE_VERSION:
-        raise CurateError(
-            f"{path}: version must be {RECIPE_VERSION} (got {version!r}); "
-            "set `version = 1` at the top of the recipe"
-        )
-    sections = {}
-    for name, cls in _SECTIONS.items():
-        table = raw.get(name, {})
-        if not isinstance(table, dict):
-            raise CurateError(f"{path}: [{name}] must be a table")
-        valid = {f.name for f in dataclasses.fields(cls)}
-        _check_keys(table, valid, f"{path} [{name}]")
-        sections[name] = cls(
-            **{k: _typed(v, cls, k, f"{path}: {name}.{k}") for k, v in table.items()}
-        )
-    top = {k: raw[k] for k in ("name", "description") if k in raw}
-    for key, value in top.items():
-        if not isinstance(value, str):
-            raise CurateError(f"{path}: {key} must be a string")
-    recipe = Recipe(
-        version=version,
-        name=top.get("name", path.stem),
-        description=top.get("description", ""),
-        **sections,
-    )
-    _check_values(recipe, str(path))
-    return recipe
-
-
-def _typed(value: Any, cls: type, key: str, where: str) -> Any:
-    """Check a value against the dataclass field's annotation (ints are fine for floats)."""
-    annotation = {f.name: f.type for f in dataclasses.fields(cls)}[key]
-    if (
-        annotation in (float, float | None)
-        and isinstance(value, int)
-        and not isinstance(value, bool)
-    ):
-        return float(value)
-    if annotation == dict[str, float]:
-        ok = isinstance(value, dict) and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
-        )
-        if ok:
-            return {k: float(v) for k, v in value.items()}
-        raise CurateError(f"{where}: expected a table of numbers, got {json.dumps(value)}")
-    expected = {str: str, int: int, float: float, float | None: float}[annotation]
-    if isinstance(value, bool) or not isinstance(value, expected):
-        raise CurateError(f"{where}: expected {expected.__name__}, got {json.dumps(value)}")
-    return value
 
 
 def _check_values(recipe: Recipe, where: str = "recipe") -> None:
