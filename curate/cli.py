@@ -86,11 +86,17 @@ def probe(
 @click.option(
     "--out", "out_dir", default="demo-out", show_default=True, type=click.Path(path_type=Path)
 )
-def demo(out_dir: Path) -> None:
+@click.option(
+    "--docs-per-shard",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Build the demo shards with at most N documents each (a quick run). [default: all]",
+)
+def demo(out_dir: Path, docs_per_shard: int | None) -> None:
     """Run the whole pipeline on the built-in default: demo shards, default model and neurons."""
     from curate.demo import run_demo
 
-    run_demo(out_dir)
+    run_demo(out_dir, docs_per_shard)
 
 
 @main.command("models")

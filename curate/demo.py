@@ -14,9 +14,12 @@ from curate.pipeline import FilterJob, ProbeJob, filter, probe
 from filters.recipe import load_recipe
 
 
-def run_demo(out_dir: Path) -> None:
-    shards = build_demo_shards(out_dir / "shards")
-    click.echo(f"demo shards: {shards} (Python's own help text)")
+def run_demo(out_dir: Path, docs_per_shard: int | None = None) -> None:
+    """Build the demo shards (at most `docs_per_shard` documents each; None: all), probe them,
+    then filter by the default recipe and by the random baseline."""
+    shards = build_demo_shards(out_dir / "shards", docs_per_shard)
+    size = "" if docs_per_shard is None else f", at most {docs_per_shard} documents per shard"
+    click.echo(f"demo shards: {shards} (Python's own help text{size})")
     recipe = load_recipe("rosetta-default")
     p = recipe.probe
     click.echo(f"\n== probe: {p.model} x {p.neurons}")

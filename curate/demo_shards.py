@@ -59,6 +59,9 @@ SHARDS = (
     "topics/part-001.jsonl.zst",
 )
 _ZSTD_FRAME_DOCS = 64  # several frames per .zst shard, as produced by chunked writers
+# Records how a shard folder was built, so that a rerun with another --docs-per-shard is caught.
+# Not a shard suffix: shard readers never see it.
+BUILD_FILE = "demo-build.json"
 _PARQUET_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -68,13 +71,19 @@ _PARQUET_SCHEMA = pa.schema(
 )
 
 
-def build_demo_shards(out_dir: Path) -> Path:
+def build_demo_shards(out_dir: Path, docs_per_shard: int | None = None) -> Path:
     """Write the demo shards to `out_dir` (once: a complete `out_dir` is returned unchanged).
+
+    docs_per_shard: keep only the first N documents of each shard (a small demo for quick runs);
+    None keeps all of them. A complete `out_dir` built with another value is an error.
 
     Output is byte-for-byte deterministic for a given Python, and appears atomically: shards are
     written to a temporary sibling directory that is then renamed into place.
     """
+    if docs_per_shard is not None and docs_per_shard < 1:
+        raise CurateError(f"docs per shard must be at least 1, not {docs_per_shard}")
     if _is_complete(out_dir):
+        _check_build(out_dir, docs_per_shard)
         return out_dir
     if out_dir.is_dir() and not any(out_dir.iterdir()):
         out_dir.rmdir()
@@ -84,13 +93,14 @@ def build_demo_shards(out_dir: Path) -> Path:
     tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left over by a crashed run with our pid
     try:
-        _write_shards(tmp)
+        _write_shards(tmp, docs_per_shard)
         tmp.rename(out_dir)
     except OSError:
         if not _is_complete(out_dir):  # else another process finished it first
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _check_build(out_dir, docs_per_shard)  # another process may have built another variant
     return out_dir
 
 
@@ -98,26 +108,46 @@ def _is_complete(out_dir: Path) -> bool:
     return all((out_dir / name).is_file() for name in SHARDS)
 
 
-def _write_shards(tmp: Path) -> None:
+def _check_build(out_dir: Path, docs_per_shard: int | None) -> None:
+    """A folder without a build record predates it and holds every document."""
+    record = out_dir / BUILD_FILE
+    built = json.loads(record.read_text())["docs_per_shard"] if record.is_file() else None
+    if built != docs_per_shard:
+        raise CurateError(
+            f"{out_dir} holds demo shards with {_describe(built)}, not "
+            f"{_describe(docs_per_shard)}; remove it or pick another output folder"
+        )
+
+
+def _describe(docs_per_shard: int | None) -> str:
+    return "all documents" if docs_per_shard is None else f"{docs_per_shard} documents per shard"
+
+
+def _write_shards(tmp: Path, docs_per_shard: int | None = None) -> None:
     topics = list(_documents("pydoc", "pydoc-topics", _topic_texts()))
     modules = list(_documents("stdlib", "stdlib-docstrings", _module_texts()))
     for sub in ("modules", "topics"):
         (tmp / sub).mkdir(parents=True)
+    cut = slice(docs_per_shard)  # slice(None) keeps every document
     half = len(modules) // 2
-    (tmp / SHARDS[0]).write_bytes(_jsonl(modules[:half]))
+    (tmp / SHARDS[0]).write_bytes(_jsonl(modules[:half][cut]))
     pq.write_table(
-        pa.Table.from_pylist(modules[half:], schema=_PARQUET_SCHEMA),
+        pa.Table.from_pylist(modules[half:][cut], schema=_PARQUET_SCHEMA),
         tmp / SHARDS[1],
         row_group_size=256,
     )
     half = len(topics) // 2
-    (tmp / SHARDS[2]).write_bytes(gzip.compress(_jsonl(topics[:half]), mtime=0))
+    (tmp / SHARDS[2]).write_bytes(gzip.compress(_jsonl(topics[:half][cut]), mtime=0))
     zstd = zstandard.ZstdCompressor(level=10, write_checksum=True)
-    rest = topics[half:]
-    frames = range(0, len(rest), _ZSTD_FRAME_DOCS)
+    rest = topics[half:][cut]
+    # A small variant still gets several frames, so the multi-frame reader is exercised.
+    frame_docs = min(_ZSTD_FRAME_DOCS, max(1, (len(rest) + 1) // 2))
+    frames = range(0, len(rest), frame_docs)
     (tmp / SHARDS[3]).write_bytes(
-        b"".join(zstd.compress(_jsonl(rest[i : i + _ZSTD_FRAME_DOCS])) for i in frames)
+        b"".join(zstd.compress(_jsonl(rest[i : i + frame_docs])) for i in frames)
     )
+    build = {"docs_per_shard": docs_per_shard}
+    (tmp / BUILD_FILE).write_text(json.dumps(build) + "\n", encoding="utf-8")
 
 
 def _jsonl(records: list[dict]) -> bytes:

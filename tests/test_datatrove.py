@@ -5,9 +5,11 @@ import copy
 import gzip
 import json
 import os
+import pickle
 from pathlib import Path
 
 import pytest
+from datatrove.data import Document
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
@@ -97,14 +99,22 @@ def test_local_executor_two_tasks_keeps_what_curate_filter_keeps(reference, tmp_
     )
 
 
-def test_steps_pickle_without_a_loaded_model(reference):
-    """Workers receive steps through the pickle protocol (__getstate__), which deepcopy uses too;
-    the two-worker executor test covers real pickling across processes."""
-    _, recipe, _, _ = reference
-    scorer = RosettaScorer(recipe)
-    scorer.engine  # noqa: B018  load it
+def test_a_scorer_with_a_loaded_model_ships_without_weights_and_scores_alike(demo_texts):
+    """Executors send steps to workers through the pickle protocol (deepcopy uses it too): the
+    loaded model must not travel, and the copy must score exactly as the original."""
+    texts = demo_texts[:6]
+    scorer = RosettaScorer(load_recipe("rosetta-default"))
+    scored = _score(scorer, texts)
+    assert all(m["n_tokens"] > 0 and isinstance(m["rosetta_score"], float) for m in scored)
+    size = len(pickle.dumps(scorer))
+    assert size < 1_000_000, f"{size:,} bytes: model weights travel with the step"
     clone = copy.deepcopy(scorer)
-    assert clone._engine is None and scorer._engine is not None
+    assert _score(clone, texts) == scored
+
+
+def _score(scorer: RosettaScorer, texts: list[str]) -> list[dict]:
+    docs = [Document(text=t, id=str(i), metadata={"file_path": "a"}) for i, t in enumerate(texts)]
+    return [doc.metadata for doc in scorer.run(docs)]
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 
 from probes.batching import length_sorted_batches, tokenize
 from probes.capture import ActivationSource
-from probes.engine import ProbeEngine, cpu_has_fast_bf16
+from probes.engine import ProbeEngine
 from probes.hooks import register_mlp_hook
 from probes.models import load_model
 from probes.neurons import Neuron, NeuronSet, load_neuron_set
@@ -63,12 +63,14 @@ def test_scores_do_not_depend_on_batching(minilm, demo_texts):
     np.testing.assert_allclose(alone.neurons[0], large.neurons[5], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no AMX/AVX512-BF16")
 def test_bf16_ranks_documents_like_fp32(minilm, demo_texts):
-    """bf16 is the default on capable CPUs only because it keeps the document ranking."""
+    """bf16 is the default on capable CPUs only because it keeps the document ranking.
+
+    Runs on every CPU: without AMX/AVX512-BF16, torch emulates bf16 (slower: about a minute
+    here instead of seconds), with the same bf16 inputs and fp32 accumulation."""
     bf16 = load_model("minilm-l6", dtype=torch.bfloat16)
     shipped = load_neuron_set(DEFAULT_NEURONS)
-    texts = demo_texts[::4]
+    texts = demo_texts[::16]  # 48 documents, from every shard
     for agg in ("max_norm", "frac_above"):
         exact = ProbeEngine(minilm, shipped, agg=agg).score(texts)
         fast = ProbeEngine(bf16, shipped, agg=agg).score(texts)

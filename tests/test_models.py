@@ -6,11 +6,14 @@ cache; later runs load them in well under a second.
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from probes.engine import ProbeEngine
 from probes.errors import CurateError
-from probes.models import ALIASES, LoadedModel, _build_once, _package_file, cache_dir, load_model
+from probes.models import LoadedModel, _build_once, _package_file, cache_dir, load_model
+from probes.neurons import Neuron, NeuronSet
 
 SENTENCE = "the quick brown fox jumps over the lazy dog while researchers measure neurons."
 
@@ -25,12 +28,34 @@ def mpnet() -> LoadedModel:
     return load_model("mpnet-base")
 
 
+@pytest.fixture(scope="module")
+def smollm() -> LoadedModel:
+    return load_model("smollm2-135m")
+
+
 def mean_embedding(loaded: LoadedModel, text: str) -> torch.Tensor:
     """Sentence-transformers style mean pooling, enough to see that the weights are real."""
     batch = loaded.tokenizer(text, return_tensors="pt")
     with torch.no_grad():
         hidden = loaded.model(**batch).last_hidden_state[0]
     return torch.nn.functional.normalize(hidden.mean(0), dim=0)
+
+
+def paraphrase_margin(loaded: LoadedModel) -> float:
+    """How much closer a paraphrase is than an unrelated sentence (cosine of mean embeddings)."""
+    cat = mean_embedding(loaded, "a cat sits on the mat")
+    kitten = mean_embedding(loaded, "a kitten is sitting on a rug")
+    stocks = mean_embedding(loaded, "stock markets fell sharply on tuesday")
+    return float(cat @ kitten - cat @ stocks)
+
+
+def next_token(loaded: LoadedModel, prompt: str) -> str:
+    """Greedy next token of a base Llama model through its tied input embeddings (no LM head)."""
+    batch = loaded.tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        last = loaded.model(**batch).last_hidden_state[0, -1]
+    logits = last @ loaded.model.embed_tokens.weight.T
+    return loaded.tokenizer.decode([int(logits.argmax())])
 
 
 def test_unknown_name_suggests_close_alias() -> None:
@@ -43,31 +68,39 @@ def test_minilm(minilm: LoadedModel) -> None:
     assert minilm.family == "bert" and type(minilm.model).__name__ == "BertModel"
     assert (config.num_hidden_layers, config.intermediate_size) == (6, 1536)
     assert not minilm.model.training and minilm.tokenizer.is_fast
-    assert minilm.max_length == 512
     assert load_model("minilm-l6").content_hash == minilm.content_hash
-    cat = mean_embedding(minilm, "a cat sits on the mat")
-    kitten = mean_embedding(minilm, "a kitten is sitting on a rug")
-    stocks = mean_embedding(minilm, "stock markets fell sharply on tuesday")
-    assert cat @ kitten > cat @ stocks + 0.3
+    assert paraphrase_margin(minilm) > 0.3
 
 
 def test_mpnet(mpnet: LoadedModel) -> None:
     config = mpnet.model.config
-    assert mpnet.family == ALIASES["mpnet-base"].family == "mpnet"
-    assert type(mpnet.model).__name__ == "MPNetModel"
+    assert mpnet.family == "mpnet" and type(mpnet.model).__name__ == "MPNetModel"
     assert (config.num_hidden_layers, config.intermediate_size) == (12, 3072)
-    assert mpnet.max_length == 512  # 514 positions, the first two reserved by padding_idx
     assert mpnet.path == cache_dir() / "models" / "mpnet-base"
-    assert mean_embedding(mpnet, SENTENCE).isfinite().all()
+    assert paraphrase_margin(mpnet) > 0.3
 
 
-def test_smollm() -> None:
-    smollm = load_model("smollm2-135m")
+def test_smollm(smollm: LoadedModel) -> None:
     config = smollm.model.config
     assert smollm.family == "llama" and type(smollm.model).__name__ == "LlamaModel"
     assert (config.num_hidden_layers, config.intermediate_size) == (30, 1536)
-    assert smollm.max_length == 2048
-    assert mean_embedding(smollm, SENTENCE).isfinite().all()
+    assert config.tie_word_embeddings  # what lets next_token() read logits without a head
+    assert next_token(smollm, "The capital of France is") == " Paris"
+    assert next_token(smollm, "The opposite of hot is") == " cold"
+
+
+@pytest.mark.parametrize("fixture", ["minilm", "mpnet", "smollm"])
+def test_a_document_longer_than_the_window_is_truncated_and_scored(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """The probe's window must fit the model: MPNet has 514 positions, two of them reserved."""
+    loaded = request.getfixturevalue(fixture)
+    words = 3 * loaded.max_length
+    first_layer = NeuronSet((Neuron(0, 5), Neuron(0, 900)), "test")  # only layer 0 runs
+    scores = ProbeEngine(loaded, first_layer).score(["river " * words, "a river"])
+    assert scores.truncated.tolist() == [True, False]
+    assert scores.n_tokens[0] >= words, "n_tokens counts the whole document"
+    assert np.isfinite(scores.neurons).all()
 
 
 def test_minilm_and_mpnet_share_word_pieces(minilm: LoadedModel, mpnet: LoadedModel) -> None:

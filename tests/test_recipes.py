@@ -3,7 +3,7 @@
 import pytest
 from click.testing import CliRunner
 
-from curate.filter_cli import recipes
+from curate.cli import main
 from filters.recipe import Budget, bundled_recipes, load_recipe, parse_budget
 from probes.errors import CurateError
 from probes.neurons import load_neuron_set
@@ -109,11 +109,15 @@ def test_unknown_recipe_name_suggests_a_bundled_one():
 
 
 def test_recipes_cli_ls_and_validate(tmp_path):
+    """Through the `curate` group, as users run it: a bad recipe exits 2 with one error line."""
     runner = CliRunner()
-    listed = runner.invoke(recipes, ["ls"])
+    listed = runner.invoke(main, ["recipes", "ls"])
     assert listed.exit_code == 0 and "rosetta-default" in listed.output and "dsir" in listed.output
-    good = runner.invoke(recipes, ["validate", "recipes/rosetta-sample.toml"])
+    good = runner.invoke(main, ["recipes", "validate", "recipes/rosetta-sample.toml"])
     assert good.exit_code == 0 and "mode sample" in good.output
     bad = _write(tmp_path / "bad.toml", 'version = 1\n[select]\nbugdet = "1M"\n')
-    result = runner.invoke(recipes, ["validate", str(bad)])
-    assert isinstance(result.exception, CurateError) and "budget" in str(result.exception)
+    result = runner.invoke(main, ["recipes", "validate", str(bad)])
+    assert result.exit_code == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {bad}") and "unknown key 'bugdet'" in line
+    assert "did you mean 'budget'?" in line
