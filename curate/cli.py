@@ -109,10 +109,11 @@ def list_models() -> None:
 
 
 def _register_stage_commands() -> None:
+    from curate.bench_cli import bench_cmd
     from curate.discover_cli import discover, neurons
     from curate.filter_cli import filter_cmd, recipes
 
-    for command in (discover, neurons, filter_cmd, recipes):
+    for command in (discover, neurons, filter_cmd, recipes, bench_cmd):
         main.add_command(command)
 
 

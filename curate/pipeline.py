@@ -514,3 +514,34 @@ def atlas(job: AtlasJob) -> int:
     with atomic_path(job.out) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return min(job.limit, result.size)
+
+
+# ----------------------------------------------------------------------------------------- bench
+
+
+@dataclass(frozen=True)
+class BenchJob:
+    """Continued pre-training on each arm's selection of `pool` at matched tokens, evaluated on
+    the tasks in `tasks` (Hugging Face glue schema); the report goes to `out`."""
+
+    pool: Path
+    tasks: Path
+    out: Path
+    config: str = "default"  # a bundled bench config name or a TOML path
+    report_only: bool = False  # report on the runs finished so far; train nothing
+    progress: bool = True
+
+
+def bench(job: BenchJob) -> dict:
+    """Run (or resume) the bench and write report.json, report.md and the plots; returns the
+    report."""
+    from curate.cpt.bench import Bench, run_bench
+    from curate.cpt.config import load_config
+    from curate.cpt.report import write_report
+    from probes.shards import list_shards
+
+    config = load_config(job.config)
+    list_shards(job.pool)  # a bad pool fails before any work
+    if job.report_only:
+        return write_report(Bench(config, job.pool, job.tasks, job.out), list(config.arms.names))
+    return run_bench(config, job.pool, job.tasks, job.out, job.progress)

@@ -1,5 +1,6 @@
 """The probe engine: texts in, per-document neuron scores out (batched, no wasted padding)."""
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,22 @@ from probes.neurons import NeuronSet
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+@functools.cache
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_fast_bf16() -> bool:
     """True where bf16 matrix products run in hardware (AMX or AVX512-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return "amx_bf16" in _cpu_flags() or "avx512_bf16" in _cpu_flags()
+
+
+def cpu_has_amx() -> bool:
+    """True where the CPU has AMX bf16 tiles (several times AVX512-BF16's matmul rate)."""
+    return "amx_bf16" in _cpu_flags()
 
 
 def pick_dtype(name: str) -> torch.dtype:

@@ -1,0 +1,1 @@
+"""The continued-pre-training harness behind `curate bench`."""

@@ -1,0 +1,228 @@
+"""`curate bench`: continued pre-training on each arm's selection at matched tokens, evaluated.
+
+The run, top to bottom:
+
+1. tasks and pool: decontaminate, split the pool (generic share, selection pool) and the tasks'
+   training sentences (target for selection, held-out target set), all once (data.py);
+2. the base model: pre-trained once on the generic share (or an existing encoder with a new
+   head fitted on it), then evaluated as T = 0;
+3. for each seed, arm and token count T of the grid: select T tokens from the selection pool
+   with the filter stage (`curate.pipeline.filter`), continue pre-training the base for exactly
+   T tokens, evaluate (target masked-LM loss, frozen GLUE probes) and keep the per-example
+   outputs; a finished run is never redone, an unfinished one resumes from its checkpoint;
+4. statistics and the report (report.py).
+"""
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from curate.cpt import data, glue, loop, model
+from curate.cpt.config import BenchConfig
+from probes.atomic import atomic_path
+from probes.errors import CurateError
+from probes.shards import list_shards, read_documents, shard_root
+
+RUN_RECORD = "run.json"  # written last: its presence marks a finished run
+OUTPUTS = "outputs.npz"
+
+
+@dataclass
+class Pool:
+    """The selection pool's documents: token ids per (shard, row), read once."""
+
+    root: Path
+    ids: dict[tuple[str, int], np.ndarray]
+    source: dict[tuple[str, int], str]
+
+    @classmethod
+    def read(cls, shards: Path, tokenizer) -> "Pool":
+        root = shard_root(shards)
+        keys, texts, sources = [], [], {}
+        for shard in list_shards(shards):
+            rel = shard.relative_to(root).as_posix()
+            for doc in read_documents(shard, on_error="skip", root=root):
+                if doc.error is None:
+                    keys.append((rel, doc.row))
+                    texts.append(doc.text)
+                    sources[(rel, doc.row)] = rel.split("/")[0] if "/" in rel else "."
+        tokens = data.token_ids(tokenizer, texts)
+        return cls(
+            root, {k: np.array(t, np.int32) for k, t in zip(keys, tokens, strict=True)}, sources
+        )
+
+    @property
+    def tokens(self) -> int:
+        return int(sum(len(v) for v in self.ids.values()))
+
+    def rows(self, kept: dict[str, np.ndarray]) -> list[tuple[str, int]]:
+        return [(rel, int(r)) for rel, rows in sorted(kept.items()) for r in rows]
+
+
+@dataclass
+class Selection:
+    """One arm's documents at one token count and seed."""
+
+    rows: list[tuple[str, int]]
+    manifest: dict = field(default_factory=dict)
+
+    def summary(self, pool: Pool) -> dict:
+        lengths = [len(pool.ids[k]) for k in self.rows]
+        by_source: dict[str, int] = {}
+        for key, n in zip(self.rows, lengths, strict=True):
+            by_source[pool.source[key]] = by_source.get(pool.source[key], 0) + n
+        return {
+            "documents": len(self.rows),
+            "tokens": int(sum(lengths)),
+            "lengths": lengths,
+            "tokens_by_source": dict(sorted(by_source.items())),
+            "budget_exceeds_pool": bool(self.manifest.get("budget_exceeds_corpus", False)),
+        }
+
+
+class Bench:
+    """Holds what every run shares: config, tasks, splits, tokenizer, base model, pool."""
+
+    def __init__(self, config: BenchConfig, pool: Path, tasks_dir: Path, out: Path):
+        self.config = config
+        self.out = out
+        self.work = out / "work"
+        self.tasks = data.load_tasks(tasks_dir)
+        self.split = data.split_pool(
+            pool,
+            self.work,
+            self.tasks,
+            config.eval.ngram,
+            config.pool.generic_share,
+            config.pool.max_documents,
+        )
+        self.targets = data.split_targets(self.tasks, self.work, config.eval.target_share)
+        self.tokenizer = model.load_tokenizer(config.model.tokenizer)
+        self.pool = Pool.read(self.split.selection, self.tokenizer)
+        largest = max(config.token_grid)
+        if self.pool.tokens < largest:
+            raise CurateError(
+                f"the selection pool holds {self.pool.tokens:,} tokens after decontamination and "
+                f"the generic split, fewer than the largest budget {largest:,} "
+                f"({max(config.grid.multiples):g} x grid.budget): lower grid.budget or "
+                "grid.multiples, or give a larger --pool"
+            )
+        self.target_seq = self._target_sequences()
+        self.probe_rows = {t.name: glue.probe_rows(t, config.eval.probe_train) for t in self.tasks}
+        self.mask_id = self.tokenizer.mask_token_id
+
+    def _target_sequences(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = data.token_ids(self.tokenizer, self.targets.heldout)
+        seq, special = data.pack(ids, self.tokenizer, self.config.model.seq_len)
+        rows = max(1, self.config.eval.target_tokens // (self.config.model.seq_len - 2))
+        return seq[:rows], special[:rows]
+
+    # ------------------------------------------------------------------------- base model
+
+    def base(self) -> Path:
+        """The base checkpoint folder, trained once (resumably) and reused by every run."""
+        cfg, folder = self.config, self.work / "base"
+        if model.is_saved(folder):
+            return folder
+        generic = (
+            Pool.read(self.split.generic, self.tokenizer) if self.split.counts["generic"] else None
+        )
+        train_cfg = loop.TrainConfig(
+            batch=cfg.pretrain.batch,
+            lr=cfg.pretrain.lr,
+            dtype=cfg.train.dtype,
+            checkpoint_seconds=cfg.train.checkpoint_seconds,
+        )
+        if cfg.model.base == model.PRETRAIN:
+            net, tokens, trainable = (
+                model.fresh_model(cfg.model, self.tokenizer, 0),
+                cfg.pretrain.tokens,
+                None,
+            )
+        else:
+            net = model.encoder_with_new_head(cfg.model.base, 0)
+            tokens = cfg.pretrain.head_tokens
+            trainable = [*net.transform.parameters(), net.bias]
+        source = generic if generic is not None and generic.ids else self.pool
+        seq, special = data.pack(source.ids.values(), self.tokenizer, cfg.model.seq_len)
+        result = loop.train(
+            net, seq, special, tokens, train_cfg, 0, folder, self.mask_id, "base", trainable
+        )
+        model.save(net, folder, {"train": result.to_dict()})
+        shutil.rmtree(folder / loop.CHECKPOINT, ignore_errors=True)
+        return folder
+
+    # ------------------------------------------------------------------------------- runs
+
+    def evaluate(self, net: model.MaskedLM, finetune_seed: int | None) -> dict[str, np.ndarray]:
+        """Per-example outputs: target loss per sequence, probe predictions per task, and
+        fine-tuned predictions per task when `finetune_seed` is given."""
+        loss_sum, count = loop.masked_lm_loss(net, *self.target_seq, self.mask_id)
+        out = {"target/loss_sum": loss_sum.numpy(), "target/count": count.numpy()}
+        e = self.config.eval
+        for task in self.tasks:
+            rows = self.probe_rows[task.name]
+            results = {task.name: glue.probe_task(net, self.tokenizer, task, rows)}
+            if finetune_seed is not None:
+                results[f"{glue.FINETUNED}{task.name}"] = glue.finetune_task(
+                    net, self.tokenizer, task, rows, e.finetune_epochs, e.finetune_lr, finetune_seed
+                )
+            for name, result in results.items():
+                out[f"{name}/predicted"] = result.predicted
+                if result.true_probability is not None:
+                    out[f"{name}/true_probability"] = result.true_probability
+        return out
+
+    def run(self, folder: Path, selection: Selection | None, tokens: int, seed: int, desc: str):
+        """Train from the base on `selection` for `tokens` tokens (T = 0: the base itself),
+        evaluate, and record; a finished run is skipped."""
+        if (folder / RUN_RECORD).is_file():
+            return
+        net = model.load(self.base())
+        record: dict = {"tokens_requested": tokens, "seed": seed}
+        if selection is not None:
+            ids = [self.pool.ids[k] for k in selection.rows]
+            seq, special = data.pack(ids, self.tokenizer, self.config.model.seq_len)
+            torch.manual_seed(seed)
+            result = loop.train(
+                net, seq, special, tokens, self.config.train, seed, folder, self.mask_id, desc
+            )
+            record["train"] = result.to_dict()
+            record["selection"] = selection.summary(self.pool)
+        started = time.perf_counter()
+        final = tokens == max(self.config.token_grid) or selection is None
+        outputs = self.evaluate(net, seed if self.config.eval.finetune and final else None)
+        record["eval_seconds"] = time.perf_counter() - started
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / OUTPUTS) as tmp:
+            with tmp.open("wb") as f:
+                np.savez(f, **outputs)
+        with atomic_path(folder / RUN_RECORD) as tmp:
+            tmp.write_text(json.dumps(record, indent=1))
+        shutil.rmtree(folder / loop.CHECKPOINT, ignore_errors=True)
+
+
+def run_bench(config: BenchConfig, pool: Path, tasks_dir: Path, out: Path, progress: bool = True):
+    """Everything up to the report; returns the report's summary dict."""
+    from curate.cpt import arms as arm_kinds
+    from curate.cpt.report import write_report
+
+    bench = Bench(config, pool, tasks_dir, out)
+    bench.base()
+    bench.run(out / "runs" / "base", None, 0, 0, "base eval")
+    arms = arm_kinds.build(config, bench)
+    grid = config.token_grid
+    plan = [(s, a, t) for s in range(config.grid.seeds) for a in arms for t in grid]
+    for seed, arm, tokens in tqdm(plan, desc="bench runs", unit="run", disable=not progress):
+        folder = out / "runs" / arm.name / f"T{tokens}" / f"seed{seed}"
+        if (folder / RUN_RECORD).is_file():
+            continue
+        selection = arm.select(tokens, seed)
+        bench.run(folder, selection, tokens, seed, f"{arm.name} T={tokens:,} seed {seed}")
+    return write_report(bench, [a.name for a in arms])

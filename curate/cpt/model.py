@@ -1,0 +1,126 @@
+"""The model the harness continues pre-training: an encoder plus a masked-LM head.
+
+The head (dense, GELU, LayerNorm, then the input embeddings as the output matrix) is evaluated
+only at masked positions, so its cost is a sixth of a full-vocabulary head's. Checkpoints are
+plain safetensors beside the encoder's config.json: nothing is unpickled when they load.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, PreTrainedTokenizerBase
+
+from probes.atomic import atomic_path
+from probes.models import resolve_model_path
+
+PRETRAIN = "pretrain"  # ModelConfig.base: a small encoder the tool pre-trains itself
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model continues pre-training: a small BERT the tool pre-trains (`base = "pretrain"`,
+    sized by the fields below) or an existing encoder (an alias or folder) given a new head."""
+
+    base: str = PRETRAIN
+    tokenizer: str = "minilm-l6"  # alias or folder; also counts every token budget
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 4
+    mlp: int = 1024
+    seq_len: int = 128
+
+
+class MaskedLM(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.transform = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
+        self.bias = nn.Parameter(torch.zeros(encoder.config.vocab_size))
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def masked_loss(
+        self, input_ids: torch.Tensor, masked: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy per masked position (`masked` [batch, seq] bool, `labels` its ids)."""
+        states = self.transform(self.hidden(input_ids)[masked])
+        weight = self.encoder.get_input_embeddings().weight
+        logits = F.linear(states, weight, self.bias)
+        return F.cross_entropy(logits.float(), labels, reduction="none")
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean of the last hidden states over real tokens: the frozen-probe features."""
+        states = self.hidden(input_ids, attention_mask).float()
+        mask = attention_mask.unsqueeze(-1).float()
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(resolve_model_path(name), local_files_only=True)
+
+
+def fresh_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> MaskedLM:
+    """A randomly initialised small BERT with the tokenizer's vocabulary (no download)."""
+    torch.manual_seed(seed)
+    encoder_config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        intermediate_size=config.mlp,
+        max_position_embeddings=max(config.seq_len, 512),
+        pad_token_id=tokenizer.pad_token_id or 0,
+    )
+    encoder = AutoModel.from_config(encoder_config, attn_implementation="sdpa")
+    return MaskedLM(encoder)
+
+
+def encoder_with_new_head(name: str, seed: int) -> MaskedLM:
+    """An existing encoder (alias or folder) with a freshly initialised MLM head."""
+    encoder = AutoModel.from_pretrained(
+        resolve_model_path(name), local_files_only=True, use_safetensors=True
+    )
+    torch.manual_seed(seed)
+    return MaskedLM(encoder)
+
+
+def save(model: MaskedLM, folder: Path, extra: dict | None = None) -> None:
+    """config.json (the encoder's, plus `extra`) and model.safetensors, each written atomically;
+    the weights last, so a folder with weights is always whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"encoder": model.encoder.config.to_dict(), **(extra or {})}
+    with atomic_path(folder / CONFIG) as tmp:
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state.pop("encoder.embeddings.position_ids", None)
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(state, tmp)
+
+
+def load(folder: Path) -> MaskedLM:
+    config = json.loads((folder / CONFIG).read_text())["encoder"]
+    encoder_config = AutoConfig.for_model(**config)
+    encoder = AutoModel.from_config(encoder_config, attn_implementation="sdpa")
+    model = MaskedLM(encoder)
+    state = load_file(folder / WEIGHTS)
+    model.load_state_dict(state, strict=False)
+    missing = set(model.state_dict()) - set(state) - {"encoder.embeddings.position_ids"}
+    if missing:
+        raise ValueError(f"{folder}: checkpoint lacks {sorted(missing)[:3]}")
+    return model
+
+
+def is_saved(folder: Path) -> bool:
+    return (folder / WEIGHTS).is_file() and (folder / CONFIG).is_file()
+
+
+def describe(config: ModelConfig) -> dict:
+    return asdict(config)
