@@ -24,29 +24,36 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from filters.corpus import DocTable, directory_source
-from filters.plan import CutSpec, make_plan
+from filters.methods import METHODS
 from filters.recipe import Recipe, load_recipe
-from filters.write import write_atomic
-from probes.atomic import atomic_path
+from filters.rows import Corpus, Rows, directory_source
+from filters.rule import KEPT, CutSpec
+from filters.select import REASONS
+from probes import sidefile
+from probes.atomic import atomic_path, write_atomic
+from probes.errors import CurateError
 from probes.score_shards import CHUNK_DOCS
-from probes.shards import list_shards, read_documents, shard_root
+from probes.shards import dotted, list_shards, read_documents, shard_root
 
 PLAN_FILE = "plan.json"
 
 
 def _recipe(recipe: str | Recipe) -> Recipe:
-    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    """The recipe, refused at once if its method cannot decide a document on its own."""
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if METHODS[recipe.score.method].needs_text:
+        raise CurateError(
+            f"score.method = {recipe.score.method!r} needs features of the whole corpus's text "
+            "and runs in `curate filter` only, not in datatrove steps"
+        )
+    return recipe
 
 
 def doc_source(doc: Document, how: str) -> str:
     """A document's source, as `curate filter` names it (quotas.source)."""
     if how == "directory":
         return directory_source(doc.metadata.get("file_path", ""))
-    value: object = doc.metadata
-    for part in how.removeprefix("metadata.").split("."):
-        value = value.get(part, "(unknown)") if isinstance(value, dict) else "(unknown)"
-    return str(value)
+    return dotted({"metadata": doc.metadata}, how) or "(unknown)"
 
 
 class ShardReader(PipelineStep):
@@ -199,25 +206,27 @@ class BudgetPlan(PipelineStep):
             yield from data
         if rank != 0:
             return
-        table = stats_table(Path(self.stats_dir), self.recipe)
-        plan = make_plan(table, self.recipe, self.recipe.budget)
+        from filters.selection import select_exact
+
+        corpus, rows = stats_rows(Path(self.stats_dir), self.recipe)
+        chosen = select_exact(corpus, rows, self.recipe)
         result = {
-            "input_docs": plan.input_docs,
-            "input_tokens": plan.input_tokens,
-            "kept_docs": plan.kept_docs,
-            "kept_tokens": plan.kept_tokens,
-            "budget_tokens": plan.budget_tokens,
-            "budget_exceeds_corpus": not plan.budget_reached,
-            "threshold": plan.threshold,
-            "cut": plan.spec.to_dict(),
+            "input_docs": chosen.input_docs,
+            "input_tokens": chosen.input_tokens,
+            "kept_docs": chosen.kept_docs,
+            "kept_tokens": chosen.kept_tokens,
+            "budget_tokens": chosen.budget_tokens,
+            "budget_exceeds_corpus": not chosen.budget_reached,
+            "threshold": chosen.threshold,
+            "cut": chosen.spec.to_dict(),
         }
         Path(self.plan_dir).mkdir(parents=True, exist_ok=True)
         write_atomic(Path(self.plan_dir) / PLAN_FILE, json.dumps(result, indent=2).encode())
-        self.stat_update("kept_docs", value=plan.kept_docs)
+        self.stat_update("kept_docs", value=chosen.kept_docs)
 
 
-def stats_table(stats_dir: Path, recipe: Recipe) -> DocTable:
-    """All ranks' statistics as one table, the shape `make_plan` takes."""
+def stats_rows(stats_dir: Path, recipe: Recipe) -> tuple[Corpus, Rows]:
+    """All ranks' statistics as one corpus of rows, the shape `select_exact` takes."""
     files = sorted(stats_dir.glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no rank statistics in {stats_dir}: run the scoring stage first")
@@ -230,27 +239,28 @@ def stats_table(stats_dir: Path, recipe: Recipe) -> DocTable:
     tokens = np.array(table.column("n_tokens").to_pylist(), np.int64)
     sources = table.column("source").to_pylist()
     names = sorted(set(sources))
-    weights = _neuron_weights(recipe, columns)
-    return DocTable(
+    corpus = Corpus(
         root=stats_dir,
         shards=[f.name for f in files],
-        shard=np.zeros(len(tokens), np.int32),
-        row=np.arange(len(tokens)),
-        ids=table.column("id").to_pylist(),
-        tokens=tokens,
-        error=[None if t > 0 else "text has no tokens" for t in tokens.tolist()],
         columns=columns,
-        neurons=matrix,
-        probe_score=np.array(
-            [np.nan if s is None else s for s in table.column("score").to_pylist()], np.float64
-        ),
-        side_meta={"neurons": weights},
-        source=np.array([names.index(s) for s in sources], np.int32),
+        side_meta={"neurons": _neuron_entries(recipe, columns)},
         sources=names,
     )
+    scores = table.column("score").to_pylist()
+    rows = Rows(
+        shard=np.zeros(len(tokens), np.int32),
+        row=np.arange(len(tokens)),
+        tie=sidefile.id_hashes(table.column("id").to_pylist()),
+        tokens=tokens,
+        ok=tokens > 0,
+        neurons=matrix,
+        probe_score=np.array([np.nan if x is None else x for x in scores], np.float64),
+        source=np.array([names.index(x) for x in sources], np.int32),
+    )
+    return corpus, rows
 
 
-def _neuron_weights(recipe: Recipe, columns: list[str]) -> list[list]:
+def _neuron_entries(recipe: Recipe, columns: list[str]) -> list[list]:
     """[layer, index, threshold, weight] per column, as side-file metadata records them."""
     from probes.neurons import load_neuron_set
 
@@ -294,7 +304,7 @@ class BudgetFilter(BaseFilter):
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         spec = self.spec
-        columns = list(spec.zparams.columns) if spec.zparams else []
+        columns = list(spec.rule.zparams.columns) if spec.rule.zparams else []
         neurons = np.array(
             [
                 [(d.metadata.get("rosetta_neurons") or {}).get(c, np.nan) for c in columns]
@@ -302,16 +312,21 @@ class BudgetFilter(BaseFilter):
             ],
             np.float32,
         ).reshape(len(batch), len(columns))
-        reasons = spec.decide(
-            [d.id for d in batch],
-            np.array([d.metadata.get("n_tokens", 0) for d in batch], np.int64),
-            [doc_source(d, self.recipe.quotas.source) for d in batch],
+        tokens = np.array([d.metadata.get("n_tokens", 0) for d in batch], np.int64)
+        rows = Rows(
+            shard=np.zeros(len(batch), np.int32),
+            row=np.arange(len(batch)),
+            tie=sidefile.id_hashes([d.id for d in batch]),
+            tokens=tokens,
+            ok=tokens > 0,
             neurons=neurons,
             probe_score=np.array(
                 [_float(d.metadata.get("rosetta_score")) for d in batch], np.float64
             ),
         )
-        return [True if r is None else (False, r) for r in reasons]
+        sources = [doc_source(d, self.recipe.quotas.source) for d in batch]
+        reasons = spec.decide(rows, sources)
+        return [True if r == KEPT else (False, REASONS[r]) for r in reasons.tolist()]
 
 
 def _float(value: float | None) -> float:

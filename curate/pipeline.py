@@ -25,9 +25,7 @@ from filters.recipe import Recipe, load_recipe
 from probes.errors import CurateError
 
 if TYPE_CHECKING:
-    from filters.corpus import DocTable
-    from filters.plan import Plan
-    from filters.stream import StreamPlan
+    from filters.selection import Selection
     from probes.artifact import NeuronArtifact
     from probes.score_shards import ProbeStats
 
@@ -116,10 +114,14 @@ class FilterJob:
 @dataclass
 class FilterResult:
     manifest: dict
-    selection: Plan | StreamPlan
-    kept_rows: dict[str, np.ndarray]  # relative shard path -> sorted physical rows kept
+    selection: Selection  # kept rows per shard; the exact path also per-row keep/reason/key
     written: bool
     probe_stats: ProbeStats | None = None  # side files this run had to (re)score
+
+    @property
+    def kept_rows(self) -> dict[str, np.ndarray]:
+        """Relative shard path -> sorted physical rows kept."""
+        return self.selection.kept_rows
 
     def summary(self) -> str:
         from filters.manifest import summary
@@ -138,31 +140,36 @@ def default_scores_dir(shards: Path) -> Path:
 def filter(job: FilterJob) -> FilterResult:  # noqa: A001 - the stage's name
     """Probe what is missing or stale, select one global token-weighted cut, write it.
 
-    Selection is exact, on a table in memory, up to select.exact_max_rows rows (counted from the
+    Selection is exact, on rows in memory, up to select.exact_max_rows rows (counted from the
     side files' footers); past that the side files are streamed and the cut found by a sketch.
     """
-    from filters.corpus import side_file_rows, side_files
-    from filters.stream import check_streamable
+    from filters.methods import METHODS
+    from filters.rows import open_side_files, side_file_rows
+    from filters.selection import check_streamable, select_streaming
     from probes.shards import list_shards
 
     list_shards(job.shards)  # a bad directory fails before any model load
     if job.out is None and not job.dry_run:
         raise CurateError("give an output folder, or ask for a dry run")
     recipe = job.resolved_recipe()
-    if recipe.score.method == "dsir" and not recipe.dsir.target:
+    if METHODS[recipe.score.method].needs_target and not recipe.dsir.target:
         raise CurateError("dsir.target is not set: name the target shard directory in the recipe")
     scores_dir = job.scores or default_scores_dir(job.shards)
-    if not recipe.needs_probe:
-        return _filter_exact(job, recipe, scores_dir)
-    stats = _probe_side_files(job.shards, recipe, scores_dir, job.progress)
-    paths, meta, columns = side_files(job.shards, scores_dir)
-    rows = side_file_rows(paths)
-    limit = recipe.select.exact_max_rows
-    if rows > limit:
-        check_streamable(recipe, rows, limit)
-        result = _filter_streaming(job, recipe, paths, meta, columns)
-    else:
-        result = _filter_exact(job, recipe, scores_dir)
+    stats = None
+    if recipe.needs_probe:
+        stats = _probe_side_files(job.shards, recipe, scores_dir, job.progress)
+        corpus = open_side_files(job.shards, scores_dir)
+        rows = side_file_rows(corpus)
+        if rows > recipe.select.exact_max_rows:
+            check_streamable(recipe, rows, recipe.select.exact_max_rows)
+            selection = select_streaming(corpus, recipe)
+            result = _finish(job, recipe, corpus, selection, recipe.probe.model)
+            result.probe_stats = stats
+            return result
+    corpus, rows, tokenizer = _read_rows(job.shards, recipe, scores_dir)
+    from filters.selection import select_exact
+
+    result = _finish(job, recipe, corpus, select_exact(corpus, rows, recipe), tokenizer)
     result.probe_stats = stats
     return result
 
@@ -184,64 +191,43 @@ def _probe_side_files(shards: Path, recipe: Recipe, scores_dir: Path, progress: 
     )
 
 
-def _filter_exact(job: FilterJob, recipe: Recipe, scores_dir: Path) -> FilterResult:
-    from filters.manifest import KeyHistogram, build_manifest
-    from filters.plan import make_plan
+def _read_rows(shards: Path, recipe: Recipe, scores_dir: Path):
+    """(corpus, every row, the budget tokenizer's name) for exact selection.
 
-    table, dsir_score, tokenizer = _build_table(job.shards, recipe, scores_dir)
-    plan = make_plan(table, recipe, recipe.budget, dsir_score)
-    manifest = build_manifest(table, plan, recipe, tokenizer)
-    kept = _rows_by_shard(table, plan.keep)
-    if not job.dry_run:
-        outputs = [(job.out, kept, "--out")]
-        if job.dropped is not None:
-            outputs.append((job.dropped, _rows_by_shard(table, ~plan.keep), "--dropped"))
-        hist = KeyHistogram.of(plan.key, plan.keep, plan.threshold)
-        _write(table.root, outputs, manifest, hist)
-    return FilterResult(manifest, plan, kept, written=not job.dry_run)
-
-
-def _build_table(
-    shards: Path, recipe: Recipe, scores_dir: Path
-) -> tuple[DocTable, np.ndarray | None, str]:
-    """The document table, DSIR scores (or None) and the budget tokenizer's name.
-
-    Side files are known to be fresh here: `filter` probed first.
+    Side files are fresh here (`filter` probed first); a recipe that never probes reads the
+    text once (token counts, DSIR features).
     """
-    from filters.corpus import assign_sources, from_side_files, from_text, iter_shard_docs
-    from filters.dsir import NgramModel, log_importance, target_model
+    from filters.methods import method
+    from filters.rows import (
+        assign_sources,
+        iter_shard_docs,
+        open_side_files,
+        read_side_files,
+        read_text,
+    )
     from filters.tokens import token_counter
 
     p, sel = recipe.probe, recipe.select
     tokenizer = sel.tokenizer or p.model
-    dsir_score = None
     if recipe.needs_probe:
-        table = from_side_files(shards, scores_dir)
+        corpus = open_side_files(shards, scores_dir)
+        rows = read_side_files(corpus)
         if sel.tokenizer:
-            table.tokens = _recount(shards, recipe, len(table))
+            rows.tokens = _recount(shards, recipe, len(rows))
     else:
-        raw = NgramModel(recipe.dsir.buckets)
-        visit = (
-            (lambda docs: raw.add(d.text for d in docs)) if recipe.score.method == "dsir" else None
-        )
+        scorer = method(recipe.score.method).text_scorer(recipe)
+        visit = scorer.visit if scorer is not None else None
         count = token_counter(tokenizer)
-        table = from_text(shards, p.text_key, p.id_key, p.on_error, count, visit)
-        if recipe.score.method == "dsir":
-            target = target_model(
-                Path(recipe.dsir.target), recipe.dsir.text_key, recipe.dsir.buckets
-            )
-            dsir_score = np.concatenate(
-                [
-                    log_importance([d.text for d in docs], raw, target)
-                    for _, docs in iter_shard_docs(shards, p.text_key, p.id_key, p.on_error)
-                ]
-            )
-    assign_sources(table, recipe.quotas.source)
-    return table, dsir_score, tokenizer
+        corpus, rows = read_text(shards, p.text_key, p.id_key, p.on_error, count, visit)
+        if scorer is not None:
+            docs = iter_shard_docs(shards, p.text_key, p.id_key, p.on_error)
+            rows.external = scorer.scores(batch for _, batch in docs)
+    assign_sources(corpus, rows, recipe.quotas.source)
+    return corpus, rows, tokenizer
 
 
 def _recount(shards: Path, recipe: Recipe, rows: int) -> np.ndarray:
-    from filters.corpus import iter_shard_docs
+    from filters.rows import iter_shard_docs
     from filters.tokens import token_counter
 
     p = recipe.probe
@@ -256,68 +242,25 @@ def _recount(shards: Path, recipe: Recipe, rows: int) -> np.ndarray:
     return tokens
 
 
-def _rows_by_shard(table: DocTable, mask: np.ndarray) -> dict[str, np.ndarray]:
-    return {
-        rel: np.sort(table.row[(table.shard == i) & mask]) for i, rel in enumerate(table.shards)
-    }
-
-
-def _filter_streaming(
-    job: FilterJob, recipe: Recipe, paths: list[Path], meta: dict, columns: list[str]
+def _finish(
+    job: FilterJob, recipe: Recipe, corpus, selection: Selection, tokenizer: str
 ) -> FilterResult:
-    """`filter` past select.exact_max_rows: stream the side files, cut with the sketch."""
-    from filters.corpus import directory_source
-    from filters.manifest import manifest_from_totals
-    from filters.stream import stream_plan
-    from probes.shards import list_shards, shard_root
+    """The manifest, and (unless a dry run) the kept and dropped shards, report and manifest."""
+    from filters.manifest import build_manifest, write_manifest
+    from filters.report import write_report
+    from filters.write import prepare_output, selection_digest, write_rows
 
-    root = shard_root(job.shards)
-    rels = [s.relative_to(root).as_posix() for s in list_shards(job.shards)]
-    plan = stream_plan(paths, columns, meta, rels, recipe)
-    manifest = manifest_from_totals(
-        {k: getattr(plan, k) for k in _TOTALS},
-        plan.dropped,
-        {
-            n: (plan.input_by_source[n], plan.kept_by_source[n])
-            for n in sorted({directory_source(r) for r in rels})
-        },
-        len(rels),
-        meta,
-        plan.spec,
-        recipe,
-        recipe.probe.model,  # the budget tokenizer: select.tokenizer does not stream
-        "sketch",
-    )
+    manifest = build_manifest(selection, recipe, tokenizer, corpus.side_meta, len(corpus.shards))
     if not job.dry_run:
-        outputs = [(job.out, plan.kept_rows, "--out")]
+        outputs = [(job.out, selection.kept_rows, "--out")]
         if job.dropped is not None:
-            outputs.append((job.dropped, plan.dropped_rows, "--dropped"))
-        _write(root, outputs, manifest, plan.histogram)
-    return FilterResult(manifest, plan, plan.kept_rows, written=not job.dry_run)
-
-
-_TOTALS = (
-    "input_docs",
-    "input_tokens",
-    "kept_docs",
-    "kept_tokens",
-    "budget_tokens",
-    "budget_reached",
-    "threshold",
-)
-
-
-def _write(root: Path, outputs: list[tuple], manifest: dict, hist) -> None:
-    """Write each output's rows, then the report and the manifest."""
-    from filters.manifest import write_manifest, write_report
-    from filters.write import plan_digest, prepare_output, write_rows
-
-    for folder, rows, option in outputs:
-        prepare_output(folder, plan_digest(rows, manifest["recipe"]), option)
-        write_rows(root, rows, folder)
-    out_dir = outputs[0][0]
-    write_report(out_dir, hist, manifest)
-    write_manifest(out_dir, manifest)
+            outputs.append((job.dropped, selection.dropped_rows, "--dropped"))
+        for folder, rows, option in outputs:
+            prepare_output(folder, selection_digest(rows, manifest["recipe"]), option)
+            write_rows(corpus.root, rows, folder)
+        write_report(job.out, selection.histogram, manifest)
+        write_manifest(job.out, manifest)
+    return FilterResult(manifest, selection, written=not job.dry_run)
 
 
 # ------------------------------------------------------------------------------------- discover

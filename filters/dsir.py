@@ -53,3 +53,20 @@ def log_importance(texts: list[str], raw: NgramModel, target: NgramModel) -> np.
     ratio = target.log_probs() - raw.log_probs()
     buckets = len(ratio)
     return np.array([float(ratio[features(t, buckets)].sum()) for t in texts], dtype=np.float64)
+
+
+class DsirScorer:
+    """DSIR over one corpus: `visit` every batch of the token pass (the raw model), then
+    `scores` makes a second pass for each document's log importance weight."""
+
+    def __init__(self, target_dir: Path, text_key: str, buckets: int):
+        self.raw = NgramModel(buckets)
+        self.target = target_model(target_dir, text_key, buckets)
+
+    def visit(self, docs: list) -> None:
+        self.raw.add(d.text for d in docs if d.error is None)
+
+    def scores(self, batches: Iterable[list]) -> np.ndarray:
+        """Log importance per document of `batches` (the corpus again, in row order)."""
+        parts = [log_importance([d.text for d in docs], self.raw, self.target) for docs in batches]
+        return np.concatenate(parts) if parts else np.zeros(0)

@@ -21,7 +21,6 @@ from probes.errors import CurateError
 
 RECIPE_VERSION = 1
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-SCORE_METHODS = ("zsum", "probe", "random", "dsir")
 MODES = ("topk", "threshold", "sample")
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
 
@@ -142,7 +141,10 @@ class Recipe:
 
     @property
     def needs_probe(self) -> bool:
-        return self.score.method in ("zsum", "probe") or self.diversity.clusters > 0
+        from filters.methods import METHODS
+
+        chosen = METHODS.get(self.score.method)
+        return bool(chosen and chosen.needs_probe) or self.diversity.clusters > 0
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe (includes applied), as recorded in manifests."""
@@ -218,12 +220,14 @@ def resolve_neurons(spec: str, folder: Path) -> str:
 
 def _check_values(recipe: Recipe, where: str = "recipe") -> None:
     """Field-level checks that types alone cannot express; each names its field."""
+    from filters.methods import METHODS  # the registry imports row code; recipes load first
+
     p, s, sel, q, d = recipe.probe, recipe.score, recipe.select, recipe.quotas, recipe.diversity
     checks = [
         ("probe.agg", p.agg in AGGREGATIONS, f"one of {', '.join(AGGREGATIONS)}"),
         ("probe.on_error", p.on_error in ("fail", "skip"), "'fail' or 'skip'"),
         ("probe.neurons", bool(p.neurons) or not recipe.needs_probe, "a neuron set"),
-        ("score.method", s.method in SCORE_METHODS, f"one of {', '.join(SCORE_METHODS)}"),
+        ("score.method", s.method in METHODS, f"one of {', '.join(METHODS)}"),
         (
             "score.weights",
             all(re.fullmatch(r"L\d+N\d+", k) for k in s.weights),

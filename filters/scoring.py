@@ -6,7 +6,6 @@ sorted values) and the combination is an explicit per-column loop, never a reduc
 rounding could depend on how rows were batched.
 """
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,42 +29,14 @@ class ZParams:
         return cls(*(tuple(data[k]) for k in ("columns", "mean", "std", "weight")))
 
 
-def fit_zparams(
-    neurons: np.ndarray, columns: Sequence[str], weights: dict[str, float], base: Sequence[float]
-) -> ZParams:
-    """Statistics over the usable rows of `neurons` [docs, columns].
-
-    `weights` (from the recipe) override `base` (the neuron set's own weights) per column.
-    """
-    n = len(neurons)
-    mean = [s / n if n else 0.0 for s in column_sums(neurons)]
-    return zparams_from_sums(n, mean, column_sums(neurons, mean), columns, weights, base)
-
-
 def column_sums(neurons: np.ndarray, mean: Sequence[float] | None = None) -> list[float]:
-    """Per column, the sum of x (or of (x - mean)^2), over sorted values: order-independent.
-
-    Sums of disjoint chunks combine with math.fsum (the streaming path of `curate filter`).
-    """
+    """Per column, the sum of x (or of (x - mean)^2), over sorted values: the same whatever
+    the order of the rows."""
     out = []
     for j in range(neurons.shape[1]):
         col = np.sort(neurons[:, j].astype(np.float64))
         out.append(float(col.sum() if mean is None else np.sort((col - mean[j]) ** 2).sum()))
     return out
-
-
-def zparams_from_sums(
-    n: int,
-    mean: Sequence[float],
-    squares: Sequence[float],
-    columns: Sequence[str],
-    weights: dict[str, float],
-    base: Sequence[float],
-) -> ZParams:
-    """ZParams from `n` rows' column means and sums of squared deviations (`column_sums`)."""
-    std = [spread(n, sq) for sq in squares]
-    weight = tuple(float(weights.get(c, b)) for c, b in zip(columns, base, strict=True))
-    return ZParams(tuple(columns), tuple(float(m) for m in mean), tuple(std), weight)
 
 
 def zsum(neurons: np.ndarray, params: ZParams) -> np.ndarray:
@@ -75,18 +46,6 @@ def zsum(neurons: np.ndarray, params: ZParams) -> np.ndarray:
         x = neurons[:, j].astype(np.float64)
         out += params.weight[j] * ((x - params.mean[j]) / params.std[j])
     return out
-
-
-def doc_hashes(ids: Sequence[str]) -> np.ndarray:
-    """A stable 64-bit hash per document id: the tie-break between equal keys.
-
-    It does not depend on the seed, so a top-k selection does not either (duplicate documents
-    tie exactly); the seeded random draws are derived from it by `draws`.
-    """
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest()) for i in ids],
-        dtype=np.uint64,
-    )
 
 
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -106,33 +65,3 @@ def spread(n: int, squares: float) -> float:
     mean; 1.0 when there is no spread (a constant column scales nothing)."""
     var = squares / n if n else 0.0
     return var**0.5 if var > 0 else 1.0
-
-
-def score_spread(score: np.ndarray) -> float:
-    """`spread` of one array of scores, with the order-independent sums of `column_sums`."""
-    x = score.reshape(-1, 1)
-    mean = column_sums(x)[0] / len(x) if len(x) else 0.0
-    return spread(len(x), column_sums(x, [mean])[0])
-
-
-def selection_keys(
-    score: np.ndarray,
-    hashes: np.ndarray,
-    method: str,
-    mode: str,
-    temperature: float,
-    seed: int,
-) -> np.ndarray:
-    """Higher key = selected first.
-
-    topk/threshold rank by score. sample adds Gumbel noise to score / temperature, so taking
-    the top keys draws documents without replacement with probability ~ exp(score / T)
-    (Gumbel top-k); callers pass T in the score's units (the recipe's temperature times the
-    score's spread, or 1 for DSIR's log importance weights). The random baseline is uniform.
-    """
-    if method == "random":
-        return draws(hashes, seed)
-    if mode != "sample":
-        return score.astype(np.float64)
-    gumbel = -np.log(-np.log(draws(hashes, seed)))
-    return score.astype(np.float64) / temperature + gumbel

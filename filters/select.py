@@ -19,7 +19,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-REASONS = (None, "budget", "source_cap", "cluster_cap")  # Selection.reason codes
+# Why a row is not kept, as uint8 codes everywhere a selection records it (0: kept).
+REASONS = (
+    "kept",
+    "error",
+    "too_short",
+    "too_long",
+    "below_threshold",
+    "budget",
+    "source_cap",
+    "cluster_cap",
+)
 _SOURCE_CAP, _CLUSTER_CAP = REASONS.index("source_cap"), REASONS.index("cluster_cap")
 RADIX_BITS = 16
 _BINS = 1 << RADIX_BITS
@@ -37,7 +47,7 @@ class Cut:
 
 
 @dataclass
-class Selection:
+class CutResult:
     keep: np.ndarray  # bool per candidate
     reason: np.ndarray  # uint8 per candidate: index into REASONS (0 = kept)
     cuts: dict[tuple[int, int], Cut | None] = field(default_factory=dict)  # per (source, cluster)
@@ -70,7 +80,7 @@ def select(
     source_caps: dict[int, int] | None = None,
     cluster: np.ndarray | None = None,
     cluster_cap: int | None = None,
-) -> Selection:
+) -> CutResult:
     """Exact selection in memory. Caps are token limits per source code / per cluster."""
     n = len(key)
     order = rank_order(key, tie)
@@ -82,7 +92,7 @@ def select(
         reason[take] = 0
         last = {(0, 0): Cut(float(key[take[-1]]), int(tie[take[-1]])) if len(take) else None}
         total = int(tokens[take].sum())
-        return Selection(keep, reason, last, total, budget_reached=total >= budget or len(take) < n)
+        return CutResult(keep, reason, last, total, budget_reached=total >= budget or len(take) < n)
     source = np.zeros(n, np.int32) if source is None else source
     cluster = np.zeros(n, np.int32) if cluster is None else cluster
     total = _greedy_with_caps(
@@ -95,7 +105,7 @@ def select(
     cells, first = np.unique(cell[kept_in_order], return_index=True)
     for c, i in zip(cells.tolist(), kept_in_order[first].tolist(), strict=True):
         cuts[_cell(c)] = Cut(float(key[i]), int(tie[i]))
-    return Selection(
+    return CutResult(
         keep, reason, cuts, total, budget_reached=bool(total >= budget or not keep.all())
     )
 

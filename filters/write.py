@@ -1,10 +1,10 @@
 """Write the kept rows of every shard in the shard's own format and relative path.
 
 Rows are copied as they are (JSON lines byte for byte; parquet rows with the shard's schema),
-compressors run with fixed settings and no timestamps, so the same plan always gives the same
-bytes. Each shard is written under a temporary name and renamed when complete; a state file
-written first names the plan, so a rerun after a kill keeps the finished shards of the same plan
-and refuses to mix plans in one folder.
+compressors run with fixed settings and no timestamps, so the same selection always gives the
+same bytes. Each shard is written under a temporary name and renamed when complete; a state file
+written first names the selection (a digest of its rows), so a rerun after a kill keeps the
+finished shards of the same selection and refuses to mix selections in one folder.
 """
 
 import gzip
@@ -18,16 +18,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from probes.atomic import atomic_path
+from probes.atomic import atomic_path, write_atomic
 from probes.errors import CurateError, ShardError
 from probes.shards import iter_raw_rows, shard_suffix
 
-STATE_FILE = ".curate-plan.json"
+STATE_FILE = ".curate-selection.json"
 ZSTD_LEVEL = 10
 PARQUET_BATCH = 1024
 
 
-def plan_digest(rows_by_shard: dict[str, np.ndarray], extra: dict) -> str:
+def selection_digest(rows_by_shard: dict[str, np.ndarray], extra: dict) -> str:
     """A hash of what will be written: the rows per shard and the settings that shape bytes."""
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
     for rel in sorted(rows_by_shard):
@@ -36,32 +36,28 @@ def plan_digest(rows_by_shard: dict[str, np.ndarray], extra: dict) -> str:
 
 
 def prepare_output(out_dir: Path, digest: str, what: str) -> None:
-    """Claim `out_dir` for a plan: new or empty, or holding an unfinished run of the same plan."""
+    """Claim `out_dir` for a selection: new or empty, or holding an unfinished run of the same
+    selection."""
     state = out_dir / STATE_FILE
     if out_dir.exists() and any(out_dir.iterdir()):
         if not state.is_file():
             raise CurateError(
                 f"{out_dir} is not empty and holds no curate output; pick a new {what}"
             )
-        if json.loads(state.read_text())["plan"] != digest:
+        if json.loads(state.read_text())["selection"] != digest:
             raise CurateError(
                 f"{out_dir} holds the output of another selection; remove it or pick a new {what}"
             )
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(state, json.dumps({"plan": digest}).encode())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    write_atomic(state, json.dumps({"selection": digest}).encode())
 
 
 def write_rows(root: Path, rows_by_shard: dict[str, np.ndarray], out_dir: Path) -> dict[str, int]:
     """Write each shard's listed rows (sorted physical rows) to out_dir/<same relative path>.
 
     Shards with no rows are not written. Returns rows written per shard (finished shards of
-    an earlier run of the same plan are kept, not rewritten).
+    an earlier run of the same selection are kept, not rewritten).
     """
     written = {}
     for rel, rows in sorted(rows_by_shard.items()):

@@ -21,3 +21,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """Write `data` to `target` whole or not at all."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)

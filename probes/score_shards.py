@@ -2,10 +2,9 @@
 
 A side file is written under a temporary name and renamed when complete, so a killed run
 leaves either a whole side file or none; a rerun skips side files whose recorded inputs
-(shard size and mtime, model hash, neurons, aggregation) still match.
+(the shard's size and mtime and the probe identity: see probes/sidefile.py) still match.
 """
 
-import json
 import re
 import time
 from collections import Counter
@@ -18,16 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from probes import sidefile
 from probes.atomic import atomic_path
 from probes.engine import ProbeEngine, pick_dtype
-from probes.errors import ShardError
 from probes.models import load_model, weights_hash
-from probes.neurons import Neuron, load_neuron_set
+from probes.neurons import load_neuron_set
 from probes.shards import Document, chunked, list_shards, read_documents, shard_root
 from probes.version import TOOL_VERSION
 
-SIDE_SUFFIX = ".scores.parquet"
-META_KEY = b"rosetta_curate"
 CHUNK_DOCS = 512
 
 
@@ -53,45 +50,11 @@ class ProbeStats:
         return "\n".join(lines)
 
 
-def side_file(out_dir: Path, shard_dir: Path, shard: Path) -> Path:
-    """`out_dir/<shard path relative to shard_dir>.scores.parquet`."""
-    return out_dir / (shard.relative_to(shard_root(shard_dir)).as_posix() + SIDE_SUFFIX)
-
-
-def read_side_meta(path: Path) -> dict:
-    return json.loads(pq.read_schema(path).metadata[META_KEY])
-
-
-def probe_identity(
-    model: str,
-    model_hash: str,
-    neurons: list[Neuron],
-    agg: str,
-    text_key: str,
-    id_key: str,
-    on_error: str,
-) -> dict:
-    """Everything a side file's rows depend on besides its shard: a rerun redoes any mismatch.
-
-    The id key changes the `id` column and the error mode whether bad rows exist in the file at
-    all, so a side file written under `skip` must not satisfy a run that asked to `fail`.
-    """
-    return {
-        "model": model,
-        "model_hash": model_hash,
-        "neurons": [[n.layer, n.index, n.threshold, n.weight] for n in neurons],
-        "agg": agg,
-        "text_key": text_key,
-        "id_key": id_key,
-        "on_error": on_error,
-    }
-
-
 @dataclass
 class ShardProber:
     """Scores the shards whose side files are missing or stale; loads the model only then."""
 
-    identity: dict  # from probe_identity()
+    identity: dict  # from sidefile.identity()
     make_engine: Callable[[], ProbeEngine]
     text_key: str = "text"
     id_key: str = "id"
@@ -103,9 +66,9 @@ class ShardProber:
         root = shard_root(shard_dir)
         todo = []
         for shard in list_shards(shard_dir):
-            target = side_file(out_dir, shard_dir, shard)
+            target = sidefile.path_for(out_dir, shard_dir, shard)
             meta = self._meta(shard, root)
-            if target.exists() and _same_inputs(read_side_meta(target), meta):
+            if target.exists() and sidefile.same_inputs(sidefile.read_meta(target), meta):
                 stats.shards_reused += 1
             else:
                 todo.append((shard, target, meta))
@@ -139,7 +102,7 @@ class ShardProber:
         bar: tqdm,
         start: float,
     ) -> None:
-        schema = _schema(engine.neurons).with_metadata({META_KEY: json.dumps(meta)})
+        schema = sidefile.schema([n.column for n in engine.neurons], meta)
         docs = read_documents(shard, self.text_key, self.id_key, self.on_error, root=root)
         with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
             for chunk in chunked(docs, CHUNK_DOCS):
@@ -159,9 +122,7 @@ class ShardProber:
         errors = [doc.error for doc in chunk]
         for i, doc in enumerate(chunk):
             if doc.error is None and scores.n_tokens[i] == 0:
-                if self.on_error == "fail":
-                    raise ShardError(str(shard), doc.row + 1, "text has no tokens")
-                errors[i] = "text has no tokens"
+                errors[i] = sidefile.no_tokens(shard, doc.row, self.on_error)
         ok = [e is None for e in errors]
         stats.docs += sum(ok)
         stats.errors.update(_reason_kind(e) for e in errors if e is not None)
@@ -170,6 +131,7 @@ class ShardProber:
         columns = {
             "row": [doc.row for doc in chunk],
             "id": [doc.id for doc in chunk],
+            "id_hash": sidefile.id_hashes([doc.id for doc in chunk]),
             "n_tokens": scores.n_tokens,
             "truncated": scores.truncated,
             "score": pa.array(scores.score, mask=~np.array(ok)),
@@ -180,28 +142,9 @@ class ShardProber:
         return pa.table(columns, schema=schema)
 
 
-def _schema(neurons: list[Neuron]) -> pa.Schema:
-    fields = [
-        ("row", pa.int64()),
-        ("id", pa.string()),
-        ("n_tokens", pa.int64()),
-        ("truncated", pa.bool_()),
-        ("score", pa.float32()),
-        ("error", pa.string()),
-    ]
-    fields += [(n.column, pa.float32()) for n in neurons]
-    return pa.schema(fields)
-
-
 def _reason_kind(reason: str) -> str:
     """`invalid JSON: Expecting value...` -> `invalid JSON`: what the summary counts by."""
     return re.split(r":| \(", reason, maxsplit=1)[0]
-
-
-def _same_inputs(old: dict, new: dict) -> bool:
-    return {k: v for k, v in old.items() if k != "tool_version"} == {
-        k: v for k, v in new.items() if k != "tool_version"
-    }
 
 
 def probe_directory(
@@ -220,8 +163,9 @@ def probe_directory(
     """Load the model and neuron set, then score every shard of `shard_dir` into `out_dir`."""
     list_shards(shard_dir)  # fail on a bad directory before paying for a model load
     neuron_set = load_neuron_set(neurons)
-    identity = probe_identity(
-        model, weights_hash(model), neuron_set.ordered(), agg, text_key, id_key, on_error
+    entries = [(n.layer, n.index, n.threshold, n.weight) for n in neuron_set.ordered()]
+    identity = sidefile.identity(
+        model, weights_hash(model), entries, agg, text_key, id_key, on_error
     )
 
     def make_engine() -> ProbeEngine:

@@ -221,6 +221,20 @@ def _parse(raw: bytes | dict, text_key: str, id_key: str) -> tuple[str | None, s
     return doc_id, text, None
 
 
+def dotted(record: bytes | dict, key: str) -> str | None:
+    """A field of a record by dotted key (`metadata.source`), as a string; None where the
+    record is not a JSON object or lacks the field."""
+    value: object = record
+    try:
+        if isinstance(value, bytes):
+            value = json.loads(value)
+        for part in key.split("."):
+            value = value[part]  # type: ignore[index]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+    return None if value is None else str(value)
+
+
 def chunked(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
     """Consecutive lists of `size` documents (the last may be shorter)."""
     chunk: list[Document] = []

@@ -8,6 +8,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 from datatrove.data import Document
 from datatrove.executor import LocalPipelineExecutor
@@ -78,9 +79,13 @@ def reference(tmp_path_factory):
 
 
 def plan_ids(shards: Path, scores: Path) -> list[str]:
-    from filters.corpus import from_side_files
+    """Document ids in selection row order (shard, then row), from the side files."""
+    import pyarrow.parquet as pq
 
-    return from_side_files(shards, scores).ids
+    from filters.rows import open_side_files
+
+    corpus = open_side_files(shards, scores)
+    return [i for path in corpus.side_paths for i in pq.read_table(path)["id"].to_pylist()]
 
 
 def test_local_executor_two_tasks_keeps_what_curate_filter_keeps(reference, tmp_path):
@@ -135,23 +140,37 @@ def test_ray_executor_keeps_what_curate_filter_keeps(reference, tmp_path):
     assert _kept_ids(tmp_path / "kept") == kept
 
 
-@pytest.mark.parametrize("name", ["rosetta-default", "rosetta-sample", "random"])
-def test_serialized_cut_decides_each_document_like_the_plan(name):
-    from filters.corpus import assign_sources, directory_source, from_side_files
-    from filters.plan import CutSpec, make_plan
+@pytest.mark.parametrize("name", ["rosetta-default", "rosetta-sample", "rosetta-diverse", "random"])
+def test_serialized_cut_decides_each_document_like_the_selection(name):
+    from filters.rows import assign_sources, open_side_files, read_side_files
+    from filters.rule import CutSpec
+    from filters.select import REASONS
+    from filters.selection import select_exact
 
     shards, scores = scored_small_corpus()
     recipe = load_recipe(name).replace(select={"budget": "35%"})
-    table = from_side_files(shards, scores)
-    assign_sources(table, "directory")
-    plan = make_plan(table, recipe, recipe.budget)
-    spec = CutSpec.from_dict(json.loads(json.dumps(plan.spec.to_dict())))
-    reasons = spec.decide(
-        table.ids,
-        table.tokens,
-        [directory_source(table.shards[s]) for s in table.shard],
-        neurons=table.neurons,
-        probe_score=table.probe_score,
-    )
-    assert [r is None for r in reasons] == plan.keep.tolist()
-    assert reasons == plan.reason
+    corpus = open_side_files(shards, scores)
+    rows = read_side_files(corpus)
+    assign_sources(corpus, rows, "directory")
+    chosen = select_exact(corpus, rows, recipe)
+    spec = CutSpec.from_dict(json.loads(json.dumps(chosen.spec.to_dict())))
+    reasons = spec.decide(rows, [corpus.sources[s] for s in rows.source])
+    assert (reasons == 0).tolist() == chosen.keep.tolist()
+    # one document alone cannot tell a closed cap from the budget: both read "budget"
+    capped = np.isin(chosen.reason, [REASONS.index("source_cap"), REASONS.index("cluster_cap")])
+    expected = np.where(capped, REASONS.index("budget"), chosen.reason)
+    assert reasons.tolist() == expected.tolist()
+
+
+def test_a_recipe_that_needs_the_text_is_refused_before_any_work(tmp_path):
+    from probes.errors import CurateError
+
+    recipe = load_recipe("dsir").replace(dsir={"target": str(tmp_path)})
+    for make in (
+        lambda: ScoreStats(str(tmp_path / "stats"), recipe),
+        lambda: BudgetPlan(str(tmp_path / "stats"), str(tmp_path / "plan"), recipe),
+        lambda: BudgetFilter(str(tmp_path / "plan"), recipe),
+    ):
+        with pytest.raises(CurateError, match="'dsir' needs features of the whole corpus"):
+            make()
+    assert not any(tmp_path.iterdir())

@@ -263,7 +263,7 @@ def test_sketch_path_streams_side_files_to_the_exact_cut(tmp_path, extra):
     data = [
         p.relative_to(exact)
         for p in exact.rglob("*")
-        if p.is_file() and p.name not in ("manifest.json", "report.png", ".curate-plan.json")
+        if p.is_file() and p.name not in ("manifest.json", "report.png", ".curate-selection.json")
     ]
     assert any(rel.parts[0] == "dropped" for rel in data) and len(data) == 8
     for rel in data:  # same kept and dropped rows, byte for byte

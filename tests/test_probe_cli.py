@@ -16,7 +16,7 @@ from conftest import write_jsonl
 from small_corpus import write_small_corpus
 
 from curate.cli import main
-from probes.score_shards import read_side_meta
+from probes.sidefile import read_meta
 
 NEURONS = "[[2, 10], [5, 300], [5, 1000]]"
 
@@ -48,7 +48,7 @@ def test_side_files_are_row_aligned_at_the_same_relative_paths(demo_shards, tmp_
             table.column_names
         )
         assert table.column("score").null_count == 0 and min(table["n_tokens"].to_pylist()) > 0
-        assert read_side_meta(out / f"{rel}.scores.parquet")["shard"] == rel
+        assert read_meta(out / f"{rel}.scores.parquet")["shard"] == rel
     jsonl = (shards / "modules/part-000.jsonl").read_text().splitlines()
     table = pq.read_table(out / "modules/part-000.jsonl.scores.parquet")
     assert table.column("id").to_pylist() == [json.loads(line)["id"] for line in jsonl]
@@ -172,4 +172,4 @@ def test_a_killed_run_resumes_and_leaves_no_partial_side_file(tmp_path):
     for path in sorted(clean.glob("*.scores.parquet")):
         resumed = pq.read_table(out / path.name)
         assert resumed.equals(pq.read_table(path))
-        assert read_side_meta(out / path.name) == read_side_meta(path)
+        assert read_meta(out / path.name) == read_meta(path)

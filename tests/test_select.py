@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
-from filters.scoring import doc_hashes, draws, selection_keys
+from filters.rows import Rows
+from filters.rule import Rule
+from filters.scoring import draws
 from filters.select import REASONS, rank_order, select, sketch_cut
+from probes import sidefile
 
 
 def _corpus(n: int, seed: int = 0, decimals: int | None = None):
@@ -73,31 +76,45 @@ def test_source_caps_hold_and_each_cell_stays_a_prefix():
     assert {REASONS[r] for r in chosen.reason[~chosen.keep]} == {"budget", "source_cap"}
 
 
+def _keys(score: np.ndarray, ids: list[str], method: str, mode: str, temperature: float, seed: int):
+    """Selection keys and ties of rows with these scores (side-file `score`), by the rule."""
+    n = len(ids)
+    rows = Rows(
+        shard=np.zeros(n, np.int32),
+        row=np.arange(n),
+        tie=sidefile.id_hashes(ids),
+        tokens=np.full(n, 100),
+        ok=np.ones(n, bool),
+        neurons=np.zeros((n, 0), np.float32),
+        probe_score=score,
+    )
+    rule = Rule(method, mode, temperature, seed, None, 0, 0, None)
+    return rule.evaluate(rows)[2], rows.tie
+
+
 def test_gumbel_sampling_is_seeded_and_prefers_high_scores():
     ids = [f"doc-{i}" for i in range(20_000)]
     score = np.linspace(-2, 2, len(ids))
     tokens = np.full(len(ids), 100)
     picks = []
     for seed in (0, 0, 1):
-        hashes = doc_hashes(ids)
-        key = selection_keys(score, hashes, "zsum", "sample", 1.0, seed)
-        picks.append(select(key, hashes, tokens, 100 * 2_000).keep)
+        key, tie = _keys(score, ids, "probe", "sample", 1.0, seed)
+        picks.append(select(key, tie, tokens, 100 * 2_000).keep)
     assert (picks[0] == picks[1]).all() and not (picks[0] == picks[2]).all()
     top, bottom = picks[0][-5_000:].mean(), picks[0][:5_000].mean()
     assert top > 3 * bottom > 0  # soft: low scores still get some documents
-    hashes = doc_hashes(ids)
-    hot = select(selection_keys(score, hashes, "zsum", "sample", 1e-5, 0), hashes, tokens, 200_000)
+    key, tie = _keys(score, ids, "probe", "sample", 1e-5, 0)
+    hot = select(key, tie, tokens, 200_000)
     assert hot.keep[-2_000:].all()  # near-zero temperature is top-k
 
 
 def test_random_keys_are_uniform_and_ignore_scores():
-    hashes = doc_hashes([str(i) for i in range(50_000)])
-    u = draws(hashes, 7)
-    assert 0 < u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
-    keys = selection_keys(np.arange(50_000.0), hashes, "random", "topk", 1.0, 7)
+    ids = [str(i) for i in range(50_000)]
+    keys, tie = _keys(np.arange(50_000.0), ids, "random", "sample", 1.0, 7)
+    assert 0 < keys.min() and keys.max() < 1 and abs(keys.mean() - 0.5) < 0.01
     assert abs(np.corrcoef(keys, np.arange(50_000.0))[0, 1]) < 0.02
-    other_seed = draws(hashes, 8)  # another seed: independent draws
-    assert abs(np.corrcoef(u, other_seed)[0, 1]) < 0.02 and abs(other_seed.mean() - 0.5) < 0.01
+    other_seed = draws(tie, 8)  # another seed: independent draws
+    assert abs(np.corrcoef(keys, other_seed)[0, 1]) < 0.02 and abs(other_seed.mean() - 0.5) < 0.01
 
 
 def test_rank_order_is_by_key_then_tie_descending():

@@ -1,0 +1,246 @@
+"""Documents as selection sees them: columns of numbers per row, read from side files or text.
+
+The exact path holds the whole corpus as one `Rows`; the streaming path and datatrove see it a
+chunk at a time. Either way the same rule decides each row (filters/rule.py).
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from probes import sidefile
+from probes.errors import CurateError
+from probes.shards import Document, chunked, dotted, iter_raw_rows, list_shards, read_documents
+from probes.shards import shard_root as root_of
+
+TEXT_BATCH = 256
+CHUNK_ROWS = 65_536
+
+
+@dataclass
+class Rows:
+    shard: np.ndarray  # int32 index into Corpus.shards
+    row: np.ndarray  # int64 physical row in its shard
+    tie: np.ndarray  # uint64 id hash: the tie-break and the source of random draws
+    tokens: np.ndarray  # int64 content tokens in the budget's tokenizer
+    ok: np.ndarray  # bool: usable (no error)
+    neurons: np.ndarray  # float32 [rows, columns]; 0 columns without side files
+    probe_score: np.ndarray  # float64 side-file score (NaN: unusable or no side files)
+    external: np.ndarray | None = None  # float64 score computed from the text (dsir)
+    source: np.ndarray | None = None  # int32 index into the corpus's source names
+    errors: list[str | None] | None = None  # the reason per row (exact path only)
+
+    def __len__(self) -> int:
+        return len(self.tie)
+
+    def take(self, mask: np.ndarray) -> "Rows":
+        pick = lambda x: None if x is None else x[mask]  # noqa: E731
+        return replace(
+            self,
+            shard=self.shard[mask],
+            row=self.row[mask],
+            tie=self.tie[mask],
+            tokens=self.tokens[mask],
+            ok=self.ok[mask],
+            neurons=self.neurons[mask],
+            probe_score=self.probe_score[mask],
+            external=pick(self.external),
+            source=pick(self.source),
+            errors=None,
+        )
+
+
+@dataclass
+class Corpus:
+    """Where rows come from: the shard folder, its shards, and the side files' description."""
+
+    root: Path
+    shards: list[str]  # relative paths, in row order
+    columns: list[str] = field(default_factory=list)  # neuron columns
+    side_meta: dict | None = None  # the first side file's metadata (model, neurons, agg)
+    side_paths: list[Path] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # names behind Rows.source
+
+    @property
+    def base_weights(self) -> list[float]:
+        return sidefile.neuron_weights(self.side_meta) if self.side_meta else []
+
+
+def open_side_files(shard_dir: Path, scores_dir: Path) -> Corpus:
+    """Every shard's side file; all must exist and come from one model, neuron set and agg."""
+    root = root_of(shard_dir)
+    shards = list_shards(shard_dir)
+    paths, meta0 = [], None
+    for shard in shards:
+        path = sidefile.path_for(scores_dir, shard_dir, shard)
+        if not path.is_file():
+            raise CurateError(f"{path}: missing score side file for {shard}")
+        meta = sidefile.read_meta(path)
+        key = {k: meta.get(k) for k in ("model_hash", "neurons", "agg")}
+        if meta0 is None:
+            meta0 = meta
+        elif key != {k: meta0.get(k) for k in key}:
+            raise CurateError(f"{path}: scored with other model/neurons/agg than {meta0['shard']}")
+        paths.append(path)
+    return Corpus(
+        root=root,
+        shards=[s.relative_to(root).as_posix() for s in shards],
+        columns=sidefile.neuron_columns(meta0) if meta0 else [],
+        side_meta=meta0,
+        side_paths=paths,
+    )
+
+
+def side_file_rows(corpus: Corpus) -> int:
+    """Rows in all side files, from their parquet footers (no data is read)."""
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in corpus.side_paths)
+
+
+def side_file_chunks(corpus: Corpus, rows: int = CHUNK_ROWS) -> Iterator[Rows]:
+    """The side files in row order (shard, then row), `rows` rows at a time, vectorised."""
+    names = ["row", "id_hash", "n_tokens", "score", "error", *corpus.columns]
+    for i, path in enumerate(corpus.side_paths):
+        for batch in pq.ParquetFile(path).iter_batches(rows, columns=names):
+            yield _from_batch(batch, i, corpus.columns)
+
+
+def _from_batch(batch: pa.RecordBatch, shard: int, columns: list[str]) -> Rows:
+    n = batch.num_rows
+    col = batch.column
+    neurons = np.empty((n, len(columns)), np.float32)
+    for j, name in enumerate(columns):
+        neurons[:, j] = col(name).to_numpy(zero_copy_only=False)
+    return Rows(
+        shard=np.full(n, shard, np.int32),
+        row=col("row").to_numpy().astype(np.int64),
+        tie=col("id_hash").to_numpy().astype(np.uint64),
+        tokens=col("n_tokens").to_numpy().astype(np.int64),
+        ok=pc.is_null(col("error")).to_numpy(zero_copy_only=False),
+        neurons=neurons,
+        probe_score=pc.fill_null(col("score"), float("nan")).to_numpy().astype(np.float64),
+    )
+
+
+def read_side_files(corpus: Corpus) -> Rows:
+    """The whole corpus as one Rows (the exact path), with each row's error."""
+    names = ["row", "id_hash", "n_tokens", "score", "error", *corpus.columns]
+    parts, errors = [], []
+    for i, path in enumerate(corpus.side_paths):
+        table = pq.read_table(path, columns=names)
+        parts.append(
+            _from_batch(table.combine_chunks().to_batches()[0], i, corpus.columns)
+            if table.num_rows
+            else None
+        )
+        errors += table.column("error").to_pylist()
+    return concat([p for p in parts if p is not None], len(corpus.columns), errors)
+
+
+def concat(parts: list[Rows], columns: int, errors: list[str | None] | None = None) -> Rows:
+    if not parts:
+        empty = np.zeros(0)
+        return Rows(
+            empty.astype(np.int32),
+            empty.astype(np.int64),
+            empty.astype(np.uint64),
+            empty.astype(np.int64),
+            empty.astype(bool),
+            np.zeros((0, columns), np.float32),
+            empty,
+            errors=[],
+        )
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    return Rows(
+        shard=cat("shard"),
+        row=cat("row"),
+        tie=cat("tie"),
+        tokens=cat("tokens"),
+        ok=cat("ok"),
+        neurons=np.concatenate([p.neurons for p in parts]),
+        probe_score=cat("probe_score"),
+        errors=errors,
+    )
+
+
+def iter_shard_docs(
+    shard_dir: Path, text_key: str, id_key: str, on_error: str
+) -> Iterator[tuple[int, list[Document]]]:
+    """(shard index, a batch of its documents) for every shard, in row order."""
+    root = root_of(shard_dir)
+    for i, shard in enumerate(list_shards(shard_dir)):
+        docs = read_documents(shard, text_key, id_key, on_error, root=root)
+        for batch in chunked(docs, TEXT_BATCH):
+            yield i, batch
+
+
+def read_text(
+    shard_dir: Path,
+    text_key: str,
+    id_key: str,
+    on_error: str,
+    count: Callable[[list[str]], np.ndarray],
+    visit: Callable[[list[Document]], None] | None = None,
+) -> tuple[Corpus, Rows]:
+    """One pass over the shard text: ids, errors and `count(texts)` tokens per row (recipes
+    that never run the probe model). `visit` sees every batch too (e.g. DSIR features)."""
+    root = root_of(shard_dir)
+    shards = list_shards(shard_dir)
+    shard_idx, rows, ids, tokens, errors = [], [], [], [], []
+    for i, batch in iter_shard_docs(shard_dir, text_key, id_key, on_error):
+        counts = count([d.text if d.error is None else "" for d in batch])
+        for doc, n in zip(batch, counts.tolist(), strict=True):
+            error = doc.error
+            if error is None and n == 0:
+                error = sidefile.no_tokens(shards[i], doc.row, on_error)
+            shard_idx.append(i)
+            rows.append(doc.row)
+            ids.append(doc.id)
+            tokens.append(n)
+            errors.append(error)
+        if visit is not None:
+            visit(batch)
+    n = len(ids)
+    corpus = Corpus(root=root, shards=[s.relative_to(root).as_posix() for s in shards])
+    return corpus, Rows(
+        shard=np.array(shard_idx, np.int32),
+        row=np.array(rows, np.int64),
+        tie=sidefile.id_hashes(ids),
+        tokens=np.array(tokens, np.int64),
+        ok=np.array([e is None for e in errors], dtype=bool),
+        neurons=np.zeros((n, 0), np.float32),
+        probe_score=np.full(n, np.nan),
+        errors=errors,
+    )
+
+
+def directory_source(rel: str) -> str:
+    """The first directory of a shard's relative path; for a top-level shard, its name stem."""
+    return rel.split("/")[0] if "/" in rel else rel.split(".")[0]
+
+
+def assign_sources(corpus: Corpus, rows: Rows, how: str) -> None:
+    """Fill rows.source and corpus.sources: the shard's first directory ("directory"), or a
+    dotted record key such as metadata.source."""
+    if how == "directory":
+        names = [directory_source(s) for s in corpus.shards]
+        corpus.sources = sorted(set(names))
+        per_shard = np.array([corpus.sources.index(n) for n in names], np.int32)
+        rows.source = per_shard[rows.shard] if len(rows) else np.zeros(0, np.int32)
+        return
+    values: dict[tuple[int, int], str] = {}
+    for i, rel in enumerate(corpus.shards):
+        try:
+            for row, raw in iter_raw_rows(corpus.root / rel):
+                values[(i, row)] = dotted(raw, how) or "(unknown)"
+        except CurateError:  # rows after stream damage are unusable rows already
+            pass
+    pairs = zip(rows.shard.tolist(), rows.row.tolist(), strict=True)
+    names = [values.get(pair, "(unknown)") for pair in pairs]
+    corpus.sources = sorted(set(names))
+    lookup = {name: i for i, name in enumerate(corpus.sources)}
+    rows.source = np.array([lookup[n] for n in names], np.int32)
