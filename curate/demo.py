@@ -12,11 +12,17 @@ import click
 from curate.demo_shards import build_demo_shards
 from curate.pipeline import FilterJob, ProbeJob, filter, probe
 from filters.recipe import load_recipe
+from probes.atomic import output_folders
 
 
 def run_demo(out_dir: Path, docs_per_shard: int | None = None) -> None:
     """Build the demo shards (at most `docs_per_shard` documents each; None: all), probe them,
     then filter by the default recipe and by the random baseline."""
+    with output_folders((out_dir, "--out")):
+        _run(out_dir, docs_per_shard)
+
+
+def _run(out_dir: Path, docs_per_shard: int | None) -> None:
     shards = build_demo_shards(out_dir / "shards", docs_per_shard)
     size = "" if docs_per_shard is None else f", at most {docs_per_shard} documents per shard"
     click.echo(f"demo shards: {shards} (Python's own help text{size})")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from filters.recipe import Recipe, load_recipe
+from probes.atomic import output_folders, write_atomic
 from probes.errors import CurateError
 
 if TYPE_CHECKING:
@@ -54,6 +55,11 @@ class ProbeJob:
 
 def probe(job: ProbeJob) -> ProbeStats:
     """Write the missing or stale side files; returns what was scored and reused."""
+    with output_folders((job.out, "--out")):
+        return _probe(job)
+
+
+def _probe(job: ProbeJob) -> ProbeStats:
     from probes.score_shards import probe_directory
 
     return probe_directory(
@@ -144,8 +150,6 @@ def filter(job: FilterJob) -> FilterResult:  # noqa: A001 - the stage's name
     side files' footers); past that the side files are streamed and the cut found by a sketch.
     """
     from filters.methods import METHODS
-    from filters.rows import open_side_files, side_file_rows
-    from filters.selection import check_streamable, select_streaming
     from probes.shards import list_shards
 
     list_shards(job.shards)  # a bad directory fails before any model load
@@ -155,6 +159,15 @@ def filter(job: FilterJob) -> FilterResult:  # noqa: A001 - the stage's name
     if METHODS[recipe.score.method].needs_target and not recipe.dsir.target:
         raise CurateError("dsir.target is not set: name the target shard directory in the recipe")
     scores_dir = job.scores or default_scores_dir(job.shards)
+    outputs = [(None if job.dry_run else job.out, "--out"), (job.dropped, "--dropped")]
+    with output_folders(*outputs, (scores_dir, "--scores")):
+        return _filter(job, recipe, scores_dir)
+
+
+def _filter(job: FilterJob, recipe: Recipe, scores_dir: Path) -> FilterResult:
+    from filters.rows import open_side_files, side_file_rows
+    from filters.selection import check_streamable, select_exact, select_streaming
+
     stats = None
     if recipe.needs_probe:
         stats = _probe_side_files(job.shards, recipe, scores_dir, job.progress)
@@ -167,8 +180,6 @@ def filter(job: FilterJob) -> FilterResult:  # noqa: A001 - the stage's name
             result.probe_stats = stats
             return result
     corpus, rows, tokenizer = _read_rows(job.shards, recipe, scores_dir)
-    from filters.selection import select_exact
-
     result = _finish(job, recipe, corpus, select_exact(corpus, rows, recipe), tokenizer)
     result.probe_stats = stats
     return result
@@ -296,15 +307,22 @@ class DiscoverJob:
 def discover(job: DiscoverJob) -> NeuronArtifact:
     """Run discovery (and its null-rate control) and write the neuron-set folder."""
     from probes import artifact
-    from probes import discover as disc
-    from probes.engine import pick_dtype
-    from probes.models import load_model
 
     if len(job.models) < 2:
         raise CurateError("give at least two models: the anchor and a partner")
     if job.heldout <= 0:
         raise CurateError("--heldout must be above 0: replication needs held-out documents")
     artifact.check_out(job.out, job.force)
+    with output_folders((job.out, "--out")):
+        return _discover(job)
+
+
+def _discover(job: DiscoverJob) -> NeuronArtifact:
+    from probes import artifact
+    from probes import discover as disc
+    from probes.engine import pick_dtype
+    from probes.models import load_model
+
     loaded = [load_model(name, pick_dtype(job.dtype)) for name in job.models]
     corpus = disc.Corpus(
         job.data,
@@ -361,12 +379,19 @@ class TopResult:
 def top(job: TopJob) -> TopResult:
     """Rank a set's neurons by Cohen's d of their activation, target versus background tokens."""
     from probes import artifact
-    from probes.discover import Corpus, Moments, aligned_batches
-    from probes.selectivity import domain_selectivity
 
     if job.k < 1:
         raise CurateError(f"-k must be at least 1, not {job.k}")
     artifact.check_out(job.out, job.force)
+    with output_folders((job.out, "--out")):
+        return _top(job)
+
+
+def _top(job: TopJob) -> TopResult:
+    from probes import artifact
+    from probes.discover import Corpus, Moments, aligned_batches
+    from probes.selectivity import domain_selectivity
+
     result = artifact.read(job.neurons)
     if result.size == 0:
         raise CurateError(f"{job.neurons} holds no Rosetta neurons")
@@ -447,15 +472,16 @@ def atlas(job: AtlasJob) -> int:
     """Write the page; returns how many neurons it shows."""
     from curate.atlas import build_atlas
     from probes.artifact import read
-    from probes.atomic import atomic_path
 
     result = read(job.neurons)
     if result.size == 0:
         raise CurateError(f"{job.neurons} holds no Rosetta neurons")
-    source, columns = anchor_source(result, job.dtype)
-    html = build_atlas(result, source, columns, job.data, job.max_tokens, job.snippets, job.limit)
-    with atomic_path(job.out) as tmp:
-        tmp.write_text(html, encoding="utf-8")
+    with output_folders((job.out, "--out"), file=True):
+        source, columns = anchor_source(result, job.dtype)
+        page = build_atlas(
+            result, source, columns, job.data, job.max_tokens, job.snippets, job.limit
+        )
+        write_atomic(job.out, page.encode("utf-8"))
     return min(job.limit, result.size)
 
 
@@ -478,13 +504,19 @@ class BenchJob:
 def bench(job: BenchJob) -> dict:
     """Run (or resume) the bench and write report.json, report.md and the plots; returns the
     report."""
-    from curate.cpt.bench import Bench, run_bench
     from curate.cpt.config import load_config
-    from curate.cpt.report import write_report
     from probes.shards import list_shards
 
     config = load_config(job.config)
     list_shards(job.pool)  # a bad pool fails before any work
+    with output_folders((job.out, "--out")):
+        return _bench(job, config)
+
+
+def _bench(job: BenchJob, config) -> dict:
+    from curate.cpt.bench import Bench, run_bench
+    from curate.cpt.report import write_report
+
     if job.report_only:
         return write_report(Bench(config, job.pool, job.tasks, job.out), list(config.arms.names))
     return run_bench(config, job.pool, job.tasks, job.out, job.progress)

@@ -26,6 +26,7 @@ class Fitted:
 class Method:
     name: ClassVar[str]
     needs_probe: ClassVar[bool] = False  # side files (neuron columns, probe score)
+    side_columns: ClassVar[tuple[str, ...]] = ()  # of "neurons", "score": what it reads
     needs_text: ClassVar[bool] = False  # features computed from the shard text
     needs_target: ClassVar[bool] = False  # a target corpus (dsir.target)
     spread_scaled: ClassVar[bool] = False  # sample temperature in score standard deviations
@@ -64,6 +65,7 @@ class ZScoredSum(Method):
 
     name = "zsum"
     needs_probe = True
+    side_columns = ("neurons",)
     spread_scaled = True
 
     def score(self, rows: Rows, fitted: Fitted) -> np.ndarray:
@@ -76,6 +78,7 @@ class ProbeScore(Method):
 
     name = "probe"
     needs_probe = True
+    side_columns = ("score",)
     spread_scaled = True
 
     def score(self, rows: Rows, fitted: Fitted) -> np.ndarray:

@@ -19,7 +19,7 @@ from probes.shards import Document, chunked, dotted, iter_raw_rows, list_shards,
 from probes.shards import shard_root as root_of
 
 TEXT_BATCH = 256
-CHUNK_ROWS = 65_536
+CHUNK_ROWS = 1 << 20
 
 
 @dataclass
@@ -101,28 +101,36 @@ def side_file_rows(corpus: Corpus) -> int:
     return sum(pq.ParquetFile(path).metadata.num_rows for path in corpus.side_paths)
 
 
-def side_file_chunks(corpus: Corpus, rows: int = CHUNK_ROWS) -> Iterator[Rows]:
-    """The side files in row order (shard, then row), `rows` rows at a time, vectorised."""
-    names = ["row", "id_hash", "n_tokens", "score", "error", *corpus.columns]
+def side_file_chunks(
+    corpus: Corpus, rows: int = CHUNK_ROWS, neurons: bool = True, score: bool = True
+) -> Iterator[Rows]:
+    """The side files in row order (shard, then row), `rows` rows at a time, vectorised.
+
+    A pass that needs no neuron columns or no probe score skips reading them (left empty).
+    """
+    columns = corpus.columns if neurons else []
+    names = ["row", "id_hash", "n_tokens", "error", *(["score"] if score else []), *columns]
     for i, path in enumerate(corpus.side_paths):
         for batch in pq.ParquetFile(path).iter_batches(rows, columns=names):
-            yield _from_batch(batch, i, corpus.columns)
+            yield _from_batch(batch, i, columns)
 
 
 def _from_batch(batch: pa.RecordBatch, shard: int, columns: list[str]) -> Rows:
     n = batch.num_rows
     col = batch.column
-    neurons = np.empty((n, len(columns)), np.float32)
+    neurons = np.empty((n, len(columns)), np.float32, order="F")  # column by column: contiguous
     for j, name in enumerate(columns):
         neurons[:, j] = col(name).to_numpy(zero_copy_only=False)
+    has_score = "score" in batch.schema.names
+    score = pc.fill_null(col("score"), float("nan")) if has_score else None
     return Rows(
         shard=np.full(n, shard, np.int32),
-        row=col("row").to_numpy().astype(np.int64),
-        tie=col("id_hash").to_numpy().astype(np.uint64),
-        tokens=col("n_tokens").to_numpy().astype(np.int64),
+        row=np.asarray(col("row").to_numpy(), np.int64),
+        tie=np.asarray(col("id_hash").to_numpy(), np.uint64),
+        tokens=np.asarray(col("n_tokens").to_numpy(), np.int64),
         ok=pc.is_null(col("error")).to_numpy(zero_copy_only=False),
         neurons=neurons,
-        probe_score=pc.fill_null(col("score"), float("nan")).to_numpy().astype(np.float64),
+        probe_score=np.asarray(score.to_numpy(), np.float64) if has_score else np.full(n, np.nan),
     )
 
 

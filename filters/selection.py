@@ -168,8 +168,11 @@ def select_streaming(corpus: Corpus, recipe: Recipe) -> Selection:
     corpus.sources = sorted({directory_source(rel) for rel in corpus.shards})
     shard_source = np.array([corpus.sources.index(directory_source(r)) for r in corpus.shards])
 
+    reads = METHODS[recipe.score.method].side_columns
+    needs = {"neurons": "neurons" in reads, "score": "score" in reads}
+
     def chunks():
-        for chunk in side_file_chunks(corpus):
+        for chunk in side_file_chunks(corpus, **needs):
             chunk.source = shard_source[chunk.shard]
             yield chunk
 

@@ -6,9 +6,13 @@ of fixed windows, `topk_norm` averages the top `k` tokens per window's worth of 
 `frac_above` is the share of tokens where a neuron fires (its raw form is `count_above`).
 """
 
-import math
+from __future__ import annotations
 
-import torch
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch loads on first use: recipes and the CLI read the names without it
+    import torch
 
 AGGREGATIONS = ("max", "max_norm", "topk", "topk_norm", "count_above", "frac_above")
 DEFAULT_AGGREGATION = "max_norm"
@@ -31,6 +35,8 @@ def aggregate(
     """
     if how not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}")
+    import torch
+
     acts = acts.float()
     mask = content.unsqueeze(-1)
     n = content.sum(dim=1, keepdim=True).float()  # [batch, 1]
@@ -50,6 +56,8 @@ def aggregate(
 
 def _window_max_mean(ranked: torch.Tensor, content: torch.Tensor, window: int) -> torch.Tensor:
     """Mean of per-window maxima, each window weighted by its share of content tokens."""
+    import torch
+
     batch, tokens, neurons = ranked.shape
     spill = -tokens % window
     ranked = torch.nn.functional.pad(ranked, (0, 0, 0, spill), value=-math.inf)

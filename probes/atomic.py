@@ -1,9 +1,12 @@
-"""Whole files or none: every output is written under a temporary name, then renamed."""
+"""Outputs: whole files or none (a temporary name, then a rename), and output folders that are
+checked before any work and not left behind empty when the work fails."""
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from probes.errors import CurateError
 
 
 @contextmanager
@@ -27,3 +30,39 @@ def write_atomic(target: Path, data: bytes) -> None:
     """Write `data` to `target` whole or not at all."""
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+def check_creatable(path: Path, option: str, file: bool = False) -> None:
+    """Refuse, in one line naming the path, an output that cannot be created there: a file
+    stands where a folder must be (at a parent, or at the output folder itself), or the
+    nearest existing folder is not writable."""
+    folders = (path.parent, *path.parent.parents) if file else (path, *path.parents)
+    for parent in folders:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise CurateError(f"{option} {path}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise CurateError(f"{option} {path}: {parent} is not writable")
+        return
+
+
+@contextmanager
+def output_folders(*outputs: tuple[Path | None, str], file: bool = False) -> Iterator[None]:
+    """Check every (output, option) before the work (outputs are folders, or files with
+    `file`); if the work fails, remove the folders it created that are still empty, so a refused
+    run leaves nothing behind."""
+    missing = []
+    for path, option in outputs:
+        if path is None:
+            continue
+        check_creatable(path, option, file)
+        folder = path.parent if file else path
+        missing += [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(set(missing), key=lambda p: len(p.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
