@@ -3,7 +3,7 @@
 A task's sentences (pairs encoded jointly, as BERT reads them) are mean-pooled from the last
 layer, standardised on the probe's training examples, and fitted by L2-regularised logistic
 regression (ridge regression for a regression task such as STS-B), deterministically with
-L-BFGS. The outputs kept per validation example let the statistics resample examples: the
+L-BFGS, the penalty chosen by 3-fold cross-validation on the training examples. The outputs kept per validation example let the statistics resample examples: the
 predicted class and the probability of the true class, or the predicted score.
 """
 
@@ -18,7 +18,8 @@ from curate.cpt.model import MaskedLM
 
 MAX_LENGTH = 128
 FINETUNED = "finetuned:"  # prefix of a task's outputs after fine-tuning the whole encoder
-L2 = 1e-2  # weight of the squared-norm penalty on standardised features
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # squared-norm penalties tried on standardised features
+FOLDS = 3
 
 
 @dataclass
@@ -44,38 +45,62 @@ def features(
     return out
 
 
-def fit_and_predict(task: Task, train_x: np.ndarray, val_x: np.ndarray, train_y: np.ndarray):
-    """Fit the task's probe on (train_x, train_y) and predict the validation features."""
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    a = torch.from_numpy((train_x - mean) / std).double()
-    b = torch.from_numpy((val_x - mean) / std).double()
-    if task.kind == "regression":
-        y = torch.from_numpy(train_y).double()
-        design = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
-        penalty = L2 * len(a) * torch.eye(design.shape[1], dtype=a.dtype)
+def _fit(a: torch.Tensor, y: torch.Tensor, kind: str, classes: int, l2: float):
+    """Fitted probe weights on standardised features `a`: ridge (closed form) for regression,
+    L2-regularised logistic regression (L-BFGS from zero: deterministic) for classes."""
+    design = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
+    if kind == "regression":
+        penalty = l2 * len(a) * torch.eye(design.shape[1], dtype=a.dtype)
         penalty[-1, -1] = 0.0
-        w = torch.linalg.solve(design.T @ design + penalty, design.T @ y)
-        pred = torch.cat([b, torch.ones(len(b), 1, dtype=b.dtype)], 1) @ w
-        return TaskOutput(pred.numpy(), None)
-    classes = int(max(train_y.max(), task.validation.label.max())) + 1
-    y = torch.from_numpy(train_y)
-    weight = torch.zeros(a.shape[1], classes, dtype=a.dtype, requires_grad=True)
-    bias = torch.zeros(classes, dtype=a.dtype, requires_grad=True)
+        return torch.linalg.solve(design.T @ design + penalty, design.T @ y.double())
+    w = torch.zeros(design.shape[1], classes, dtype=a.dtype, requires_grad=True)
     optimizer = torch.optim.LBFGS(
-        [weight, bias], lr=1.0, max_iter=200, tolerance_grad=1e-7, line_search_fn="strong_wolfe"
+        [w], lr=1.0, max_iter=200, tolerance_grad=1e-7, line_search_fn="strong_wolfe"
     )
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(a @ weight + bias, y) + L2 * weight.pow(2).sum()
+        loss = torch.nn.functional.cross_entropy(design @ w, y) + l2 * w[:-1].pow(2).sum()
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    with torch.no_grad():
-        prob = torch.softmax(b @ weight + bias, 1).numpy()
+    return w.detach()
+
+
+def _predict(w: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    out = torch.cat([b, torch.ones(len(b), 1, dtype=b.dtype)], 1) @ w
+    return out if kind == "regression" else torch.softmax(out, 1)
+
+
+def _cv_loss(a: torch.Tensor, y: torch.Tensor, kind: str, classes: int, l2: float) -> float:
+    """Mean validation loss over fixed folds (log-loss, or squared error)."""
+    folds = torch.arange(len(a)) % FOLDS
+    total = 0.0
+    for k in range(FOLDS):
+        fit, held = folds != k, folds == k
+        pred = _predict(_fit(a[fit], y[fit], kind, classes, l2), a[held], kind)
+        if kind == "regression":
+            total += float(((pred - y[held]) ** 2).mean())
+        else:
+            total += float(-torch.log(pred[torch.arange(int(held.sum())), y[held]] + 1e-12).mean())
+    return total / FOLDS
+
+
+def fit_and_predict(task: Task, train_x: np.ndarray, val_x: np.ndarray, train_y: np.ndarray):
+    """Fit the task's probe on (train_x, train_y), its L2 weight chosen by cross-validation on
+    the training examples, and predict the validation features."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    a = torch.from_numpy((train_x - mean) / std).double()
+    b = torch.from_numpy((val_x - mean) / std).double()
+    y = torch.from_numpy(train_y)
+    classes = 1 if task.kind == "regression" else int(max(y.max(), task.validation.label.max())) + 1
+    l2 = min(L2_GRID, key=lambda c: _cv_loss(a, y, task.kind, classes, c))
+    pred = _predict(_fit(a, y, task.kind, classes, l2), b, task.kind).numpy()
+    if task.kind == "regression":
+        return TaskOutput(pred, None)
     truth = task.validation.label
-    return TaskOutput(prob.argmax(1), prob[np.arange(len(truth)), truth])
+    return TaskOutput(pred.argmax(1), pred[np.arange(len(truth)), truth])
 
 
 def probe_task(
