@@ -20,7 +20,7 @@ from probes.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
 from probes.errors import CurateError
 
 RECIPE_VERSION = 1
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = Path(str(files("recipes")))  # package data: found in a wheel install too
 MODES = ("topk", "threshold", "sample")
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
 
