@@ -2,15 +2,19 @@
 
 Demo shards (Python's own help text) -> probe with the default model and the shipped
 discovered neuron set -> filter to 30 % of the tokens by the default recipe and by the random
-baseline at the same budget, so the two selections can be compared side by side.
+baseline at the same budget, so the two selections can be compared side by side -> a tiny
+`curate bench` (every arm, a small BERT, a built-in task) that shows the harness end to end.
 """
 
+import dataclasses
 from pathlib import Path
 
 import click
 
+from curate.cpt.config import BenchConfig, load_config
 from curate.demo_shards import build_demo_shards
-from curate.pipeline import FilterJob, ProbeJob, filter, probe
+from curate.demo_tasks import TASK, build_demo_tasks
+from curate.pipeline import BenchJob, FilterJob, ProbeJob, bench, filter, probe
 from filters.recipe import load_recipe
 from probes.atomic import output_folders
 
@@ -38,3 +42,22 @@ def _run(out_dir: Path, docs_per_shard: int | None) -> None:
         )
         click.echo(result.summary())
         click.echo(f"wrote {out_dir / name} (manifest.json, report.png)")
+    tasks = build_demo_tasks(shards, out_dir / "tasks")
+    config = _tiny_bench(result.manifest["input_tokens"])
+    click.echo(
+        f"\n== bench: CPT of a tiny BERT on each arm's selection, B = {config.grid.budget:,} "
+        f"tokens; task {tasks / TASK} (which help text a sentence is from)"
+    )
+    bench(BenchJob(shards, tasks, out_dir / "bench", config))
+    click.echo((out_dir / "bench" / "report.md").read_text())
+    click.echo(f"wrote {out_dir / 'bench'} (report.json, report.md, parity.png)")
+
+
+def _tiny_bench(corpus_tokens: int) -> BenchConfig:
+    """The bundled tiny bench, its budget shrunk to fit a small demo corpus: the largest token
+    count must fit in the selection pool (about half the corpus after the task's documents and
+    the generic split are set aside)."""
+    config = load_config("tiny")
+    largest = max(config.grid.multiples)
+    budget = min(config.grid.budget, int(corpus_tokens * 0.4 / largest))
+    return dataclasses.replace(config, grid=dataclasses.replace(config.grid, budget=budget))

@@ -26,6 +26,7 @@ from probes.atomic import output_folders, write_atomic
 from probes.errors import CurateError
 
 if TYPE_CHECKING:
+    from curate.cpt.config import BenchConfig
     from filters.selection import Selection
     from probes.artifact import NeuronArtifact
     from probes.score_shards import ProbeStats
@@ -496,7 +497,7 @@ class BenchJob:
     pool: Path
     tasks: Path
     out: Path
-    config: str = "default"  # a bundled bench config name or a TOML path
+    config: str | BenchConfig = "default"  # a bundled config name, a TOML path, or a config
     report_only: bool = False  # report on the runs finished so far; train nothing
     progress: bool = True
 
@@ -507,7 +508,7 @@ def bench(job: BenchJob) -> dict:
     from curate.cpt.config import load_config
     from probes.shards import list_shards
 
-    config = load_config(job.config)
+    config = load_config(job.config) if isinstance(job.config, str) else job.config
     list_shards(job.pool)  # a bad pool fails before any work
     with output_folders((job.out, "--out")):
         return _bench(job, config)

@@ -50,10 +50,10 @@ def build_manifest(
     }
 
 
-def write_manifest(out_dir: Path, manifest: dict) -> Path:
-    path = out_dir / MANIFEST
-    write_atomic(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    return path
+def write_manifest(out_dir: Path, manifest: dict) -> None:
+    write_atomic(
+        out_dir / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    )
 
 
 def summary(manifest: dict) -> str:

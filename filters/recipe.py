@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from filters.config import build, read_merged
+from probes import sidefile
 from probes.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
 from probes.errors import CurateError
 
@@ -230,7 +231,7 @@ def _check_values(recipe: Recipe, where: str = "recipe") -> None:
         ("score.method", s.method in METHODS, f"one of {', '.join(METHODS)}"),
         (
             "score.weights",
-            all(re.fullmatch(r"L\d+N\d+", k) for k in s.weights),
+            all(sidefile.is_column(k) for k in s.weights),
             "L<layer>N<index> keys",
         ),
         ("select.mode", sel.mode in MODES, f"one of {', '.join(MODES)}"),

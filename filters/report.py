@@ -46,7 +46,7 @@ class KeyHistogram:
         return hist
 
 
-def write_report(out_dir: Path, hist: KeyHistogram, manifest: dict) -> Path:
+def write_report(out_dir: Path, hist: KeyHistogram, manifest: dict) -> None:
     """Two panels: selection-key histogram (all vs kept) with the cut, tokens per source."""
     import io
 
@@ -80,6 +80,4 @@ def write_report(out_dir: Path, hist: KeyHistogram, manifest: dict) -> Path:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
-    path = out_dir / REPORT
-    write_atomic(path, buffer.getvalue())
-    return path
+    write_atomic(out_dir / REPORT, buffer.getvalue())

@@ -10,7 +10,7 @@ With caps (per source, per cluster) a group is closed at its first document that
 cap, so the kept set of every (source, cluster) cell is still a prefix of that cell's order and the
 cut is one threshold per cell.
 
-`sketch_cut` finds the same cut without holding all keys: a mergeable radix histogram of tokens
+`sketch_cut` finds the same cut without holding all keys: a radix histogram of tokens
 over the key's bits, refined pass by pass until the boundary bin is small enough to sort.
 """
 
@@ -165,10 +165,7 @@ def ordered_bits(key: np.ndarray) -> np.ndarray:
 
 @dataclass
 class TokenSketch:
-    """Tokens and documents per bin of the next RADIX_BITS key bits below a fixed prefix.
-
-    Sketches built over disjoint parts of the data (e.g. per datatrove rank) merge by addition.
-    """
+    """Tokens and documents per bin of the next RADIX_BITS key bits below a fixed prefix."""
 
     prefix: int = 0
     depth: int = 0  # how many RADIX_BITS-wide digits the prefix holds
@@ -192,12 +189,6 @@ class TokenSketch:
             np.int64
         )
         self.docs += np.bincount(digit[inside], minlength=_BINS)
-
-    def merge(self, other: "TokenSketch") -> "TokenSketch":
-        assert (self.prefix, self.depth) == (other.prefix, other.depth)
-        return TokenSketch(
-            self.prefix, self.depth, self.tokens + other.tokens, self.docs + other.docs
-        )
 
     def boundary(self, budget: int) -> tuple[int, int] | None:
         """(bin where the running token sum from the top first exceeds budget, tokens above it)."""

@@ -53,23 +53,18 @@ def prepare_output(out_dir: Path, digest: str, what: str) -> None:
     write_atomic(state, json.dumps({"selection": digest}).encode())
 
 
-def write_rows(root: Path, rows_by_shard: dict[str, np.ndarray], out_dir: Path) -> dict[str, int]:
+def write_rows(root: Path, rows_by_shard: dict[str, np.ndarray], out_dir: Path) -> None:
     """Write each shard's listed rows (sorted physical rows) to out_dir/<same relative path>.
 
-    Shards with no rows are not written. Returns rows written per shard (finished shards of
-    an earlier run of the same selection are kept, not rewritten).
+    Shards with no rows are not written; finished shards of an earlier run of the same
+    selection are kept, not rewritten.
     """
-    written = {}
     for rel, rows in sorted(rows_by_shard.items()):
-        if not len(rows):
-            continue
         target = out_dir / rel
-        written[rel] = len(rows)
-        if target.is_file():
+        if not len(rows) or target.is_file():
             continue
         with atomic_path(target) as tmp:
             _write_shard(root / rel, np.asarray(rows, np.int64), tmp)
-    return written
 
 
 def _write_shard(source: Path, rows: np.ndarray, tmp: Path) -> None:

@@ -4,7 +4,6 @@ A neuron is the post-nonlinearity input of a layer's MLP down-projection, so tha
 `blocks.{layer}.mlp.hook_post[..., index]` means the same thing in BERT, MPNet and Llama.
 """
 
-import re
 from collections.abc import Callable
 
 import torch
@@ -14,19 +13,10 @@ from torch import nn
 from probes.errors import CurateError
 
 HOOK_POST = "blocks.{layer}.mlp.hook_post"
-_HOOK_RE = re.compile(r"^blocks\.(\d+)\.mlp\.hook_post$")
 
 
 def hook_name(layer: int) -> str:
     return HOOK_POST.format(layer=layer)
-
-
-def parse_hook_name(name: str) -> int:
-    """Layer index of a hook name; CurateError for names this tool does not define."""
-    match = _HOOK_RE.match(name)
-    if not match:
-        raise CurateError(f"unknown hook point {name!r}; expected {HOOK_POST}")
-    return int(match.group(1))
 
 
 def _layers(model: nn.Module, family: str) -> nn.ModuleList:

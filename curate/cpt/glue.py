@@ -3,8 +3,9 @@
 A task's sentences (pairs encoded jointly, as BERT reads them) are mean-pooled from the last
 layer, standardised on the probe's training examples, and fitted by L2-regularised logistic
 regression (ridge regression for a regression task such as STS-B), deterministically with
-L-BFGS, the penalty chosen by 3-fold cross-validation on the training examples. The outputs kept per validation example let the statistics resample examples: the
-predicted class and the probability of the true class, or the predicted score.
+L-BFGS, the penalty chosen by 3-fold cross-validation on the training examples. The outputs
+kept per validation example let the statistics resample examples: the predicted class and the
+probability of the true class, or the predicted score.
 """
 
 from dataclasses import dataclass

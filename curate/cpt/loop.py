@@ -9,7 +9,6 @@ atomically) and resumes from the last checkpoint when it is started again.
 """
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -220,7 +219,3 @@ def masked_lm_loss(
         sums.append(torch.zeros(len(ids)).index_add_(0, row, loss))
         counts.append(masked.sum(1))
     return torch.cat(sums), torch.cat(counts)
-
-
-def perplexity(loss_sum: torch.Tensor, count: torch.Tensor) -> float:
-    return math.exp(float(loss_sum.sum() / count.sum()))

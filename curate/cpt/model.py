@@ -6,7 +6,7 @@ plain safetensors beside the encoder's config.json: nothing is unpickled when th
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -120,7 +120,3 @@ def load(folder: Path) -> MaskedLM:
 
 def is_saved(folder: Path) -> bool:
     return (folder / WEIGHTS).is_file() and (folder / CONFIG).is_file()
-
-
-def describe(config: ModelConfig) -> dict:
-    return asdict(config)
