@@ -22,6 +22,7 @@ from probes.atomic import atomic_path
 from probes.engine import cpu_has_amx
 
 CHECKPOINT = "checkpoint"  # folder inside a run folder while the run is unfinished
+_RNG = "_torch_rng_state"
 
 
 @dataclass(frozen=True)
@@ -149,11 +150,11 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if step % max(1, steps // 50) == 0 or step == steps - 1:
-                losses.append([step, float(loss)])
+                losses.append([step, loss.item()])
             elapsed = time.perf_counter() - began
             bar.update(1)
             bar.set_postfix(
-                loss=f"{float(loss):.3f}", tok_s=f"{(step + 1 - start) * per_step / elapsed:,.0f}"
+                loss=f"{loss.item():.3f}", tok_s=f"{(step + 1 - start) * per_step / elapsed:,.0f}"
             )
             if time.perf_counter() - last_save > config.checkpoint_seconds and step < steps - 1:
                 _checkpoint(
@@ -178,8 +179,10 @@ def _checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "optimizer.pt") as tmp:
         torch.save(optimizer.state_dict(), tmp)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors[_RNG] = torch.get_rng_state()  # dropout draws continue where they stopped
     with atomic_path(folder / "model.safetensors") as tmp:
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp)
+        save_file(tensors, tmp)
     with atomic_path(folder / "state.json") as tmp:  # last: it names a complete checkpoint
         tmp.write_text(json.dumps({"step": step, "losses": losses, "seconds": seconds}))
 
@@ -190,7 +193,11 @@ def _resume(folder: Path, model: MaskedLM, optimizer) -> tuple[int, list, float]
     if not state_path.is_file():
         return 0, [], 0.0
     state = json.loads(state_path.read_text())
-    model.load_state_dict(load_file(folder / "model.safetensors"))
+    tensors = load_file(folder / "model.safetensors")
+    rng = tensors.pop(_RNG, None)
+    if rng is not None:
+        torch.set_rng_state(rng)
+    model.load_state_dict(tensors)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     return int(state["step"]), state["losses"], float(state["seconds"])
 

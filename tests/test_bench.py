@@ -1,0 +1,236 @@
+"""The CPT harness: statistics against direct formulas, data hygiene, bad input, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from curate.cpt import data, loop, model, stats
+from curate.cpt.config import load_config
+from curate.demo_tasks import build_demo_tasks
+from probes.errors import CurateError
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO = str(REPO / "tests" / "fixtures" / "micro-bench.toml")
+
+
+def test_tokens_to_parity_interpolates_in_log_tokens_on_the_running_best():
+    grid = np.array([1e3, 1e4, 1e5])
+    curves = np.array([[0.5, 0.6, 0.7], [0.5, 0.7, 0.6], [0.66, 0.7, 0.8], [0.1, 0.2, 0.3]])
+    found = stats.tokens_to_parity(grid, curves, np.full(4, 0.65), higher=True)
+    assert found[0] == pytest.approx(10**4.5)  # halfway between 0.6 and 0.7 in log tokens
+    assert found[1] == pytest.approx(10 ** (3 + 0.75))  # 0.5 -> 0.7 crosses 0.65 at 3/4
+    assert found[2] == 1e3 and np.isinf(found[3])  # reached at once; never reached
+    lower = stats.tokens_to_parity(grid, -curves[:1], np.array([-0.65]), higher=False)
+    assert lower[0] == pytest.approx(10**4.5)  # a loss: lower is better
+
+
+def _classification(n: int = 400, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, n)
+    predicted = np.where(rng.random(n) < 0.7, label, 1 - label)
+    return {"label": label, "predicted": predicted, "true_probability": rng.uniform(0.2, 0.9, n)}
+
+
+def test_metrics_equal_their_direct_formulas_and_weights_act_as_repeats():
+    out = _classification()
+    y, p = out["label"] == 1, out["predicted"] == 1
+    tp, tn, fp, fn = (int(x.sum()) for x in (p & y, ~p & ~y, p & ~y, ~p & y))
+    ones = np.ones((1, len(y)))
+    mcc = (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert stats.mcc(ones, out)[0] == pytest.approx(mcc)
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    assert stats.f1_accuracy(ones, out)[0] == pytest.approx((f1 + (tp + tn) / len(y)) / 2)
+    logloss = -np.log(out["true_probability"]).mean()
+    assert stats.log_loss(ones, out)[0] == pytest.approx(logloss)
+    weights = np.random.default_rng(1).integers(0, 3, len(y))
+    repeated = {k: np.repeat(v, weights) for k, v in out.items()}
+    for fn in (stats.accuracy, stats.mcc, stats.f1_accuracy, stats.log_loss):
+        expect = fn(np.ones((1, int(weights.sum()))), repeated)[0]
+        assert fn(weights[None].astype(float), out)[0] == pytest.approx(expect)
+    scores = {"predicted": np.arange(50.0), "label": np.arange(50.0) ** 2}
+    assert stats.pearson_spearman(np.ones((1, 50)), scores)[0] == pytest.approx(
+        (np.corrcoef(scores["predicted"], scores["label"])[0, 1] + 1.0) / 2
+    )
+
+
+def test_paired_draws_give_zero_difference_for_identical_outputs_and_vary_otherwise():
+    a, b = _classification(seed=0), _classification(seed=3)
+    draws = stats.Draws.make({"task": 400}, n_seeds=3, replicates=200, seed=0)
+    same = stats.replicates("accuracy", "task", [a, a, a], draws)
+    assert np.array_equal(same, stats.replicates("accuracy", "task", [a, a, a], draws))
+    other = stats.replicates("accuracy", "task", [b, b, b], draws)
+    assert (same - other).std() > 0 and same.std() > 0
+
+
+def _write_task(folder: Path, train: list[dict], validation: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train), ("validation", validation)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder.parent
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"sentence": "ok", "label": 0.5}, "label 0.5 is not an integer class"),
+        ({"text": "no sentence", "label": 1}, "expected `sentence`"),
+        ({"sentence": "no label"}, "missing ['label']"),
+        ({"sentence": "unlabelled", "label": -1}, "unlabelled row"),
+    ],
+)
+def test_a_task_with_a_wrong_schema_is_refused_with_file_and_line(tmp_path, row, message):
+    good = {"sentence": "a fine sentence", "label": 1}
+    tasks = _write_task(tmp_path / "tasks" / "mine", [good, row], [good])
+    with pytest.raises(CurateError) as err:
+        data.load_tasks(tasks)
+    assert "mine/train.jsonl:2" in str(err.value) and message in str(err.value)
+
+
+def test_glue_names_get_their_metric_and_other_tasks_accuracy(tmp_path):
+    row = {"sentence1": "a b c", "sentence2": "d e f", "label": 1}
+    _write_task(tmp_path / "tasks" / "mrpc", [row], [row])
+    _write_task(tmp_path / "tasks" / "custom", [row], [row])
+    tasks = {t.name: t for t in data.load_tasks(tmp_path / "tasks")}
+    assert tasks["mrpc"].metric == "f1_accuracy" and tasks["custom"].metric == "accuracy"
+    assert tasks["custom"].validation.second == ["d e f"]
+
+
+def test_pool_documents_sharing_an_ngram_with_validation_are_removed(tmp_path):
+    from conftest import write_jsonl
+
+    sentence = "the quick brown fox jumps over the lazy dog near the river"
+    tasks = data.load_tasks(
+        _write_task(
+            tmp_path / "tasks" / "t",
+            [{"sentence": "x", "label": 0}],
+            [{"sentence": sentence, "label": 1}],
+        )
+    )
+    docs = [
+        {
+            "id": "leak",
+            "text": "Intro. The quick brown fox jumps over the lazy dog near the river bank.",
+        },
+        {"id": "near", "text": "the quick brown fox jumps over a lazy dog"},
+        *({"id": f"d{i}", "text": f"unrelated text number {i}"} for i in range(20)),
+    ]
+    write_jsonl(tmp_path / "pool" / "a.jsonl", docs)
+    split = data.split_pool(tmp_path / "pool", tmp_path / "work", tasks, 8, 0.3)
+    assert split.counts["contaminated"] == 1 and split.counts["documents"] == 22
+    kept = []
+    for folder in (split.selection, split.generic):
+        if (folder / "a.jsonl").is_file():
+            kept += [
+                json.loads(line)["id"] for line in (folder / "a.jsonl").read_text().splitlines()
+            ]
+    assert "leak" not in kept and "near" in kept and len(kept) == 21
+
+
+def test_packed_rows_are_full_cls_to_sep_sequences():
+    tokenizer = model.load_tokenizer("minilm-l6")
+    ids = data.token_ids(tokenizer, ["one two three", "four five six seven eight nine ten"])
+    seq, special = data.pack(ids, tokenizer, 8)
+    assert seq.shape[1] == 8 and (seq[:, 0] == tokenizer.cls_token_id).all()
+    assert (seq[:, -1] == tokenizer.sep_token_id).all()
+    content = seq[~special].tolist()
+    assert content[: len(ids[0]) + len(ids[1])] == ids[0] + ids[1]
+
+
+def test_training_resumes_from_a_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    tokenizer = model.load_tokenizer("minilm-l6")
+    config = load_config(MICRO)
+    seq, special = data.pack(
+        data.token_ids(tokenizer, ["some words to learn from, again and again"] * 40),
+        tokenizer,
+        config.model.seq_len,
+    )
+    tokens = 12 * config.train.batch * (config.model.seq_len - 2)
+    every_step = loop.TrainConfig(**{**config.train.__dict__, "checkpoint_seconds": 0.0})
+    mask = tokenizer.mask_token_id
+    straight = model.fresh_model(config.model, tokenizer, 0)
+    torch.manual_seed(3)
+    loop.train(straight, seq, special, tokens, every_step, 3, tmp_path / "a", mask)
+    lr = loop.get_lr
+
+    def interrupted(step, steps, cfg):
+        if step == 7:
+            raise KeyboardInterrupt  # killed at the start of step 7
+        return lr(step, steps, cfg)
+
+    monkeypatch.setattr(loop, "get_lr", interrupted)
+    killed = model.fresh_model(config.model, tokenizer, 0)
+    torch.manual_seed(3)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(killed, seq, special, tokens, every_step, 3, tmp_path / "b", mask)
+    monkeypatch.setattr(loop, "get_lr", lr)
+    state = tmp_path / "b" / loop.CHECKPOINT / "state.json"
+    assert json.loads(state.read_text())["step"] == 7
+    resumed = model.fresh_model(config.model, tokenizer, 0)
+    torch.manual_seed(99)  # the checkpoint's random state wins
+    result = loop.train(resumed, seq, special, tokens, every_step, 3, tmp_path / "b", mask)
+    assert result.steps == 12
+    for (name, a), (_, b) in zip(
+        straight.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+@pytest.fixture(scope="module")
+def demo_bench_inputs(tmp_path_factory):
+    from curate.demo_shards import build_demo_shards
+
+    base = tmp_path_factory.mktemp("bench")
+    shards = build_demo_shards(base / "shards", docs_per_shard=60)
+    return shards, build_demo_tasks(shards, base / "tasks")
+
+
+def test_a_pool_smaller_than_the_largest_budget_is_refused(demo_bench_inputs, tmp_path):
+    from curate.pipeline import BenchJob, bench
+
+    shards, tasks = demo_bench_inputs
+    big = tmp_path / "big.toml"
+    big.write_text(f'version = 1\ninclude = "{MICRO}"\n[grid]\nbudget = 5_000_000\n')
+    with pytest.raises(CurateError, match="fewer than the largest budget 5,000,000"):
+        bench(BenchJob(shards, tasks, tmp_path / "out", str(big), progress=False))
+
+
+@pytest.mark.slow
+def test_a_killed_bench_resumes_and_never_redoes_a_finished_run(demo_bench_inputs, tmp_path):
+    shards, tasks = demo_bench_inputs
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "curate.cli",
+        "bench",
+        "--pool",
+        str(shards),
+        "--tasks",
+        str(tasks),
+    ]
+    cmd += ["--out", str(out), "--config", MICRO]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list(out.glob("runs/*/T*/seed*/run.json"))) < 1:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/**/run.json")}
+    assert finished and not (out / "report.json").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # not redone
+    report = json.loads((out / "report.json").read_text())
+    assert {r["arm"] for r in report["runs"]} == {"unfiltered", "rosetta"}
+    assert len(report["runs"]) == 4 and set(report["summary"]) == {"unfiltered", "rosetta"}
+    assert "target" in report["sensitivity"] and (out / "parity.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(out.glob("runs/**/checkpoint"))  # finished runs keep no checkpoint
