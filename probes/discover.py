@@ -25,8 +25,9 @@ from probes.align import EncodedDoc, align, encode
 from probes.batching import length_sorted_batches, pad, tokenize
 from probes.capture import ActivationSource
 from probes.errors import CurateError
+from probes.families import family
 from probes.hooks import mlp_width, n_layers
-from probes.models import ATTENTION, LoadedModel
+from probes.models import LoadedModel
 from probes.selectivity import NeuronStats
 from probes.shards import iter_raw_rows, list_shards, read_documents, shard_root
 
@@ -510,7 +511,7 @@ def random_copy(loaded: LoadedModel, seed: int) -> LoadedModel:
     """A randomly initialised model of the same architecture and tokenizer (no download)."""
     torch.manual_seed(seed)
     config = loaded.model.config
-    model = AutoModel.from_config(config, attn_implementation=ATTENTION[loaded.family])
+    model = AutoModel.from_config(config, attn_implementation=family(loaded.family).attention)
     model = model.to(next(loaded.model.parameters()).dtype).eval()
     tag = hashlib.sha256(f"{loaded.content_hash}:random:{seed}".encode()).hexdigest()[:16]
     return LoadedModel(

@@ -27,6 +27,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from probes.errors import CurateError
+from probes.families import family
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,6 @@ ALIASES: dict[str, ModelAlias] = {
         ),
     )
 }
-# Attention kernel per supported family: transformers has no SDPA path for MPNet.
-ATTENTION = {"bert": "sdpa", "mpnet": "eager", "llama": "sdpa"}
 MAX_LENGTH_CAP = 2048  # longer windows cost memory for no gain when probing documents
 MPNET_PARTS = 5
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -111,9 +110,10 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:
         raise CurateError(f"{path}: unreadable config.json ({err})") from err
-    family = config.model_type
-    if family not in ATTENTION:
-        raise CurateError(f"{path}: model type {family!r} is not one of {', '.join(ATTENTION)}")
+    try:
+        arch = family(config.model_type)
+    except CurateError as err:
+        raise CurateError(f"{path}: {err}") from None
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         raise CurateError(f"{path}: no *.safetensors weights")
@@ -121,7 +121,7 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
     model, info = AutoModel.from_pretrained(
         path,
         dtype=dtype,
-        attn_implementation=ATTENTION[family],
+        attn_implementation=arch.attention,
         local_files_only=True,
         use_safetensors=True,
         output_loading_info=True,
@@ -134,13 +134,11 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not tokenizer.is_fast:
         raise CurateError(f"{path}: no fast tokenizer (tokenizer.json) in the folder")
-    positions = config.max_position_embeddings
-    if family == "mpnet":
-        positions -= config.pad_token_id + 1  # MPNet position ids start after the padding index
+    positions = arch.max_positions(config)
     return LoadedModel(
         name=name_or_path,
         path=path,
-        family=family,
+        family=config.model_type,
         model=model.eval(),
         tokenizer=tokenizer,
         content_hash=_content_hash(weights),

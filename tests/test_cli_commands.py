@@ -75,6 +75,28 @@ def test_small_demo_cuts_both_selections_to_the_budget(small_demo):
     assert len(rosetta ^ random) >= 0.3 * len(rosetta | random), "the selections barely differ"
 
 
+def test_small_demo_ends_with_a_tiny_bench_report(small_demo):
+    """The tiny bench configuration, end to end: every arm, every token count, every seed."""
+    out, output = small_demo
+    report = json.loads((out / "bench" / "report.json").read_text())
+    arms = report["config"]["arms"]["names"]
+    grid = {
+        round(m * report["config"]["grid"]["budget"]) for m in report["config"]["grid"]["multiples"]
+    }
+    runs = {(r["arm"], r["tokens_requested"], r["seed"]) for r in report["runs"]}
+    seeds = range(report["config"]["grid"]["seeds"])
+    assert runs == {(a, t, s) for a in arms for t in grid for s in seeds}
+    assert all(
+        r["tokens"] >= r["tokens_requested"] * 0.5 and r["steps"] >= 1 for r in report["runs"]
+    )
+    assert set(report["summary"]) == set(arms) and "target" in report["sensitivity"]
+    assert report["data"]["pool"]["contaminated"] > 0  # the task's validation documents
+    text = (out / "bench" / "report.md").read_text()
+    assert all(f"### {arm}" in text for arm in arms) and "sensitivity gate" in text
+    assert (out / "bench" / "parity.png").read_bytes()[:4] == b"\x89PNG"
+    assert "report.json, report.md, parity.png" in output
+
+
 def test_small_demo_rerun_changes_nothing(small_demo):
     out, _ = small_demo
     before = {name: kept_files(out / name) for name in SELECTIONS}

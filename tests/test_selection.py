@@ -244,3 +244,23 @@ def test_reruns_write_byte_identical_output(tmp_path, recipe):
     assert first == tree(tmp_path / "b")
     run_filter(tmp_path / "a", *args)  # a rerun into a finished folder changes nothing
     assert tree(tmp_path / "a") == first
+
+
+def test_probe_method_ranks_by_the_side_files_own_score(tmp_path, corpus):
+    _, scores = scored_small_corpus()
+    import pyarrow.parquet as pq
+
+    side = {
+        i: s
+        for path in sorted(scores.rglob("*.scores.parquet"))
+        for i, s in zip(
+            pq.read_table(path)["id"].to_pylist(),
+            pq.read_table(path)["score"].to_pylist(),
+            strict=True,
+        )
+    }
+    recipe = write_recipe(tmp_path, '[score]\nmethod = "probe"')
+    run_filter(tmp_path / "o", "--recipe", recipe, "--budget", "30%")
+    keep = kept_mask(corpus, tmp_path / "o")
+    keys = np.array([np.nan if side[i] is None else side[i] for i in corpus.ids.tolist()])
+    assert_top_by_key(keys, keep, eligible(corpus))
