@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 
 from curate.demo_shards import build_demo_shards
-from probes.discover import Corpus, CrossCorrelation, aligned_batches, full_source
+from probes.discovery import Corpus, aligned_batches
+from probes.discovery.run import full_source
+from probes.discovery.stream import CrossCorrelation
 from probes.engine import pick_dtype
 from probes.hooks import mlp_width, n_layers
 from probes.models import load_model

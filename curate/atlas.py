@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from probes.align import EncodedDoc, encode
-from probes.artifact import NeuronArtifact
 from probes.batching import length_sorted_batches, pad
 from probes.capture import ActivationSource
-from probes.discover import Corpus
+from probes.discovery.align import EncodedDoc, encode
+from probes.discovery.corpus import Corpus
 from probes.hooks import hook_name
+from probes.neuronset import NeuronArtifact
 
 CONTEXT_CHARS = 160
 DOCS_PER_CHUNK = 64

@@ -1,0 +1,133 @@
+"""The document stream every discovery pass reads: bounded by anchor tokens, split by a seeded hash.
+
+Re-reading the shards on each pass, instead of caching documents, keeps memory independent of the
+token budget.
+"""
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from itertools import islice
+from pathlib import Path
+
+from probes.batching import tokenize
+from probes.errors import CurateError
+from probes.models import LoadedModel
+from probes.shards import iter_raw_rows, list_shards, read_documents, shard_root
+
+OPEN_SHARDS = 32  # shards read round-robin at once: a small budget still samples many sources
+
+
+@dataclass(frozen=True)
+class CorpusDoc:
+    id: str
+    text: str
+    label: str  # class for selectivity: the label key's value, else the shard's top folder
+    heldout: bool
+    n_tokens: int = 0  # anchor content tokens after truncation
+
+
+class Corpus:
+    """A bounded document stream that every pass reads again from the shards, in the same order.
+
+    Documents go to the held-out split by a seeded hash of their id, so the split is disjoint and
+    reproducible. The budget counts the anchor's content tokens (after truncation) over both
+    splits.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        anchor: LoadedModel,
+        max_tokens: int,
+        heldout: float = 0.2,
+        seed: int = 0,
+        label_key: str = "metadata.source",
+        text_key: str = "text",
+        id_key: str = "id",
+        on_error: str = "fail",
+        doc_tokens: int | None = None,
+    ):
+        if not 0.0 <= heldout < 1.0:
+            raise CurateError(f"held-out fraction must be in [0, 1), not {heldout}")
+        if max_tokens < 1:
+            raise CurateError(f"--max-tokens must be positive, not {max_tokens}")
+        self.shards = list_shards(root)
+        self.base = shard_root(root)
+        self.anchor = anchor
+        # Cutting documents short spreads a token budget over more documents and sources.
+        self.doc_tokens = min(anchor.max_length, doc_tokens or anchor.max_length)
+        self.max_tokens = max_tokens
+        self.heldout = heldout
+        self.seed = seed
+        self.label_key = label_key.split(".")
+        self.text_key, self.id_key, self.on_error = text_key, id_key, on_error
+        self.fingerprint: str | None = None  # known after the first complete read
+        self.tokens: Counter = Counter()  # content tokens per split, ditto
+        self.docs: Counter = Counter()
+        self.skipped = 0
+        self._skipped = 0
+
+    def __iter__(self) -> Iterator[CorpusDoc]:
+        digest = hashlib.sha256()
+        for shard in self.shards:
+            rel = shard.relative_to(self.base).as_posix()
+            digest.update(f"{rel}\t{shard.stat().st_size}\n".encode())
+        tokens, docs, total = Counter(), Counter(), 0
+        self._skipped = 0
+        stream = self._round_robin()
+        while total < self.max_tokens and (group := list(islice(stream, 64))):
+            tokenized = tokenize(self.anchor.tokenizer, [d.text for d in group], self.doc_tokens)
+            for doc, tok in zip(group, tokenized, strict=True):
+                n = len(tok.ids) - sum(tok.special)
+                if n == 0 or total >= self.max_tokens:
+                    continue
+                total += n
+                split = "heldout" if doc.heldout else "discovery"
+                tokens[split] += n
+                docs[split] += 1
+                digest.update(f"{doc.id}\n".encode())
+                yield replace(doc, n_tokens=n)
+        self.fingerprint = digest.hexdigest()
+        self.tokens, self.docs, self.skipped = tokens, docs, self._skipped
+
+    def _round_robin(self) -> Iterator[CorpusDoc]:
+        pending = iter(self.shards)
+        active = [self._shard_docs(s) for s in islice(pending, OPEN_SHARDS)]
+        while active:
+            for reader in list(active):
+                doc = next(reader, None)
+                if doc is None:
+                    active.remove(reader)
+                    if (shard := next(pending, None)) is not None:
+                        active.append(self._shard_docs(shard))
+                else:
+                    yield doc
+
+    def _shard_docs(self, shard: Path) -> Iterator[CorpusDoc]:
+        rel = shard.relative_to(self.base)
+        fallback = rel.parts[0] if len(rel.parts) > 1 else shard.name.split(".")[0]
+        raw = iter_raw_rows(shard)
+        raw_row = -1
+        record: bytes | dict = b""
+        for doc in read_documents(shard, self.text_key, self.id_key, self.on_error, self.base):
+            if doc.error is not None:
+                self._skipped += 1
+                continue
+            while raw_row < doc.row:
+                raw_row, record = next(raw)
+            yield CorpusDoc(
+                doc.id, doc.text, self._label(record) or fallback, self._is_heldout(doc.id)
+            )
+
+    def _label(self, record: bytes | dict) -> str | None:
+        value: object = json.loads(record) if isinstance(record, bytes) else record
+        for key in self.label_key:
+            value = value.get(key) if isinstance(value, dict) else None
+        return str(value) if value is not None else None
+
+    def _is_heldout(self, doc_id: str) -> bool:
+        h = hashlib.sha256(f"{self.seed}:{doc_id}".encode()).digest()
+        return int.from_bytes(h[:8], "big") / 2**64 < self.heldout
