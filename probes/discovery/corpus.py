@@ -5,7 +5,6 @@ token budget.
 """
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -15,7 +14,7 @@ from pathlib import Path
 from probes.batching import tokenize
 from probes.errors import CurateError
 from probes.models import LoadedModel
-from probes.shards import iter_raw_rows, list_shards, read_documents, shard_root
+from probes.shards import dotted, list_shards, read_documents, shard_root
 
 OPEN_SHARDS = 32  # shards read round-robin at once: a small budget still samples many sources
 
@@ -62,7 +61,7 @@ class Corpus:
         self.max_tokens = max_tokens
         self.heldout = heldout
         self.seed = seed
-        self.label_key = label_key.split(".")
+        self.label_key = label_key
         self.text_key, self.id_key, self.on_error = text_key, id_key, on_error
         self.fingerprint: str | None = None  # known after the first complete read
         self.tokens: Counter = Counter()  # content tokens per split, ditto
@@ -109,24 +108,12 @@ class Corpus:
     def _shard_docs(self, shard: Path) -> Iterator[CorpusDoc]:
         rel = shard.relative_to(self.base)
         fallback = rel.parts[0] if len(rel.parts) > 1 else shard.name.split(".")[0]
-        raw = iter_raw_rows(shard)
-        raw_row = -1
-        record: bytes | dict = b""
         for doc in read_documents(shard, self.text_key, self.id_key, self.on_error, self.base):
             if doc.error is not None:
                 self._skipped += 1
                 continue
-            while raw_row < doc.row:
-                raw_row, record = next(raw)
-            yield CorpusDoc(
-                doc.id, doc.text, self._label(record) or fallback, self._is_heldout(doc.id)
-            )
-
-    def _label(self, record: bytes | dict) -> str | None:
-        value: object = json.loads(record) if isinstance(record, bytes) else record
-        for key in self.label_key:
-            value = value.get(key) if isinstance(value, dict) else None
-        return str(value) if value is not None else None
+            label = dotted(doc.record, self.label_key) or fallback
+            yield CorpusDoc(doc.id, doc.text, label, self._is_heldout(doc.id))
 
     def _is_heldout(self, doc_id: str) -> bool:
         h = hashlib.sha256(f"{self.seed}:{doc_id}".encode()).digest()

@@ -351,7 +351,7 @@ def to_artifact(
             "doc_tokens": corpus.doc_tokens,
             "heldout_fraction": corpus.heldout,
             "split_seed": corpus.seed,
-            "label_key": ".".join(corpus.label_key),
+            "label_key": corpus.label_key,
             "classes": d.classes,
         },
         "thresholds": {
