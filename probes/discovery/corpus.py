@@ -1,17 +1,18 @@
 """The document stream every discovery pass reads: bounded by anchor tokens, split by a seeded hash.
 
 Re-reading the shards on each pass, instead of caching documents, keeps memory independent of the
-token budget.
+token budget. Each document comes with the anchor model's encoding (tokens and text spans), made
+once when the budget counts it, so no pass tokenizes an anchor document twice.
 """
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
-from probes.batching import tokenize
+from probes.discovery.align import EncodedDoc, encode
 from probes.errors import CurateError
 from probes.models import LoadedModel
 from probes.shards import dotted, list_shards, read_documents, shard_root
@@ -26,6 +27,7 @@ class CorpusDoc:
     label: str  # class for selectivity: the label key's value, else the shard's top folder
     heldout: bool
     n_tokens: int = 0  # anchor content tokens after truncation
+    encoded: EncodedDoc | None = None  # the anchor's encoding, cut to the corpus' doc_tokens
 
 
 class Corpus:
@@ -78,9 +80,9 @@ class Corpus:
         self._skipped = 0
         stream = self._round_robin()
         while total < self.max_tokens and (group := list(islice(stream, 64))):
-            tokenized = tokenize(self.anchor.tokenizer, [d.text for d in group], self.doc_tokens)
-            for doc, tok in zip(group, tokenized, strict=True):
-                n = len(tok.ids) - sum(tok.special)
+            encoded = encode(self.anchor.tokenizer, [d.text for d in group], self.doc_tokens)
+            for doc, enc in zip(group, encoded, strict=True):
+                n = len(enc.doc.ids) - sum(enc.doc.special)
                 if n == 0 or total >= self.max_tokens:
                     continue
                 total += n
@@ -88,7 +90,7 @@ class Corpus:
                 tokens[split] += n
                 docs[split] += 1
                 digest.update(f"{doc.id}\n".encode())
-                yield replace(doc, n_tokens=n)
+                yield replace(doc, n_tokens=n, encoded=enc)
         self.fingerprint = digest.hexdigest()
         self.tokens, self.docs, self.skipped = tokens, docs, self._skipped
 
@@ -118,3 +120,9 @@ class Corpus:
     def _is_heldout(self, doc_id: str) -> bool:
         h = hashlib.sha256(f"{self.seed}:{doc_id}".encode()).digest()
         return int.from_bytes(h[:8], "big") / 2**64 < self.heldout
+
+
+def anchor_encodings(docs: Sequence[CorpusDoc]) -> list[EncodedDoc]:
+    """The anchor encodings that `docs` (read from a Corpus) carry, numbered by position in
+    `docs`, as `encode` would number them."""
+    return [EncodedDoc(replace(d.encoded.doc, pos=i), d.encoded.spans) for i, d in enumerate(docs)]

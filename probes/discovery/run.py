@@ -21,7 +21,7 @@ from probes.batching import length_sorted_batches, pad
 from probes.capture import ActivationSource
 from probes.discovery.align import EncodedDoc, align, encode
 from probes.discovery.controls import heldout_corr, null_threshold, random_copy
-from probes.discovery.corpus import Corpus, CorpusDoc
+from probes.discovery.corpus import Corpus, CorpusDoc, anchor_encodings
 from probes.discovery.match import Matches, mutual_top_k
 from probes.discovery.selectivity import NeuronStats
 from probes.discovery.stream import CrossCorrelation, Moments
@@ -55,7 +55,12 @@ def aligned_batches(
     tokens_per_batch: int,
     desc: str,
 ) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
-    """Per batch: each model's float32 [units, neurons] activations, and each unit's label."""
+    """Per batch: each model's float32 [units, neurons] activations, and each unit's label.
+
+    `sources[0]` is the corpus anchor: its documents arrive already encoded.
+    """
+    if sources[0].loaded is not corpus.anchor:
+        raise ValueError("the first source must be the corpus anchor")
     expected = corpus.max_tokens * (corpus.heldout if heldout else 1 - corpus.heldout)
     with tqdm(total=int(expected), desc=desc, unit="tok", unit_scale=True, leave=False) as bar:
         window: list[CorpusDoc] = []
@@ -80,11 +85,10 @@ def _window_batches(
     bar: tqdm,
 ) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
     texts = [d.text for d in window]
-    encoded = [
-        encode(s.loaded.tokenizer, texts, min(s.loaded.max_length, doc_tokens)) for s in sources
+    encoded = [anchor_encodings(window)] + [
+        encode(s.loaded.tokenizer, texts, min(s.loaded.max_length, doc_tokens)) for s in sources[1:]
     ]
-    anchor = [e.doc for e in encoded[0] if len(e.doc.ids) > sum(e.doc.special)]
-    for batch in length_sorted_batches(anchor, tokens_per_batch):
+    for batch in length_sorted_batches([e.doc for e in encoded[0]], tokens_per_batch):
         docs = [[enc[d.pos] for d in batch] for enc in encoded]
         flats, widths = [], []
         for source, model_docs in zip(sources, docs, strict=True):
