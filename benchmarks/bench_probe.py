@@ -45,7 +45,7 @@ from probes.batching import tokenize  # noqa: E402
 from probes.engine import ProbeEngine, pick_dtype  # noqa: E402
 from probes.hooks import mlp_width, n_layers, register_mlp_hook  # noqa: E402
 from probes.models import LoadedModel, load_model  # noqa: E402
-from probes.neurons import Neuron, NeuronSet  # noqa: E402
+from probes.neuronset import Neuron, NeuronSet  # noqa: E402
 from probes.shards import list_shards, read_documents  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"  # dev data, optional

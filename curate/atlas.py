@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from probes.align import EncodedDoc, encode
-from probes.artifact import NeuronArtifact
 from probes.batching import length_sorted_batches, pad
 from probes.capture import ActivationSource
-from probes.discover import Corpus
+from probes.discovery.align import EncodedDoc
+from probes.discovery.corpus import Corpus, anchor_encodings
 from probes.hooks import hook_name
+from probes.neuronset import NeuronArtifact
 
 CONTEXT_CHARS = 160
 DOCS_PER_CHUNK = 64
@@ -64,7 +64,7 @@ def _top_snippets(
         chunk = [doc for _, doc in zip(range(DOCS_PER_CHUNK), docs, strict=False)]
         if not chunk:
             break
-        encoded = encode(loaded.tokenizer, [d.text for d in chunk], loaded.max_length)
+        encoded = anchor_encodings(chunk)  # encoded at the model's full length
         for batch in length_sorted_batches([e.doc for e in encoded], 4096):
             input_ids, attention, content = pad(batch, loaded.pad_id)
             layers = source.capture(input_ids, attention)

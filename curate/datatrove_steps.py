@@ -118,7 +118,7 @@ class RosettaScorer(PipelineStep):
         if self._engine is None:
             from probes.engine import ProbeEngine, pick_dtype
             from probes.models import load_model
-            from probes.neurons import load_neuron_set
+            from probes.neuronset import load_neuron_set
 
             p = self.recipe.probe
             loaded = load_model(p.model, dtype=pick_dtype(self.dtype))
@@ -262,7 +262,7 @@ def stats_rows(stats_dir: Path, recipe: Recipe) -> tuple[Corpus, Rows]:
 
 def _neuron_entries(recipe: Recipe, columns: list[str]) -> list[list]:
     """[layer, index, threshold, weight] per column, as side-file metadata records them."""
-    from probes.neurons import load_neuron_set
+    from probes.neuronset import load_neuron_set
 
     by_column = {n.column: n for n in load_neuron_set(recipe.probe.neurons).neurons}
     return [

@@ -85,7 +85,7 @@ def discover(
     force: bool,
 ) -> None:
     """Find Rosetta neurons of the first --model that have a buddy in every other one."""
-    from probes import artifact
+    from probes import neuronset
 
     if len(models) < 2:
         raise CurateError("give at least two --model options: the anchor and a partner")
@@ -115,7 +115,7 @@ def discover(
         )
     )
     click.echo(_summary(result))
-    click.echo(f"neuron set: {out_dir} ({artifact.TENSORS}, {artifact.META}, {artifact.TABLE})")
+    click.echo(f"neuron set: {out_dir} ({neuronset.TENSORS}, {neuronset.META}, {neuronset.TABLE})")
 
 
 def _summary(result) -> str:
@@ -191,7 +191,7 @@ def neurons() -> None:
 @click.option("--limit", default=0, help="Show only the first N neurons (0: all).")
 def show(set_dir: Path, as_json: bool, limit: int) -> None:
     """Print a neuron set: provenance and one row per Rosetta neuron."""
-    from probes.artifact import read
+    from probes.neuronset import read
 
     result = read(set_dir)
     rows = result.rows()[: limit or None]

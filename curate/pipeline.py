@@ -28,7 +28,7 @@ from probes.errors import CurateError
 if TYPE_CHECKING:
     from curate.cpt.config import BenchConfig
     from filters.selection import Selection
-    from probes.artifact import NeuronArtifact
+    from probes.neuronset import NeuronArtifact
     from probes.score_shards import ProbeStats
 
 DEFAULT_MODEL = "minilm-l6"
@@ -307,20 +307,20 @@ class DiscoverJob:
 
 def discover(job: DiscoverJob) -> NeuronArtifact:
     """Run discovery (and its null-rate control) and write the neuron-set folder."""
-    from probes import artifact
+    from probes import neuronset
 
     if len(job.models) < 2:
         raise CurateError("give at least two models: the anchor and a partner")
     if job.heldout <= 0:
         raise CurateError("--heldout must be above 0: replication needs held-out documents")
-    artifact.check_out(job.out, job.force)
+    neuronset.check_out(job.out, job.force)
     with output_folders((job.out, "--out")):
         return _discover(job)
 
 
 def _discover(job: DiscoverJob) -> NeuronArtifact:
-    from probes import artifact
-    from probes import discover as disc
+    from probes import discovery as disc
+    from probes import neuronset
     from probes.engine import pick_dtype
     from probes.models import load_model
 
@@ -348,8 +348,8 @@ def _discover(job: DiscoverJob) -> NeuronArtifact:
     )
     found = disc.discover(loaded, corpus, settings)
     null = disc.null_rate(found, corpus) if job.null_rate else None
-    result = artifact.from_discovery(found, corpus, job.command, null)
-    artifact.write(result, job.out, force=job.force)
+    result = disc.to_artifact(found, corpus, job.command, null)
+    neuronset.write(result, job.out, force=job.force)
     return result
 
 
@@ -379,21 +379,21 @@ class TopResult:
 
 def top(job: TopJob) -> TopResult:
     """Rank a set's neurons by Cohen's d of their activation, target versus background tokens."""
-    from probes import artifact
+    from probes import neuronset
 
     if job.k < 1:
         raise CurateError(f"-k must be at least 1, not {job.k}")
-    artifact.check_out(job.out, job.force)
+    neuronset.check_out(job.out, job.force)
     with output_folders((job.out, "--out")):
         return _top(job)
 
 
 def _top(job: TopJob) -> TopResult:
-    from probes import artifact
-    from probes.discover import Corpus, Moments, aligned_batches
-    from probes.selectivity import domain_selectivity
+    from probes import neuronset
+    from probes.discovery import Corpus, Moments, aligned_batches
+    from probes.discovery.selectivity import domain_selectivity
 
-    result = artifact.read(job.neurons)
+    result = neuronset.read(job.neurons)
     if result.size == 0:
         raise CurateError(f"{job.neurons} holds no Rosetta neurons")
     source, columns = anchor_source(result, job.dtype)
@@ -428,7 +428,7 @@ def _top(job: TopJob) -> TopResult:
         },
     }
     subset = result.subset(ranks, d[ranks].clamp(min=1e-6), extra)
-    artifact.write(subset, job.out, force=job.force)
+    neuronset.write(subset, job.out, force=job.force)
     return TopResult(subset, [float(d[r]) for r in ranks])
 
 
@@ -472,7 +472,7 @@ class AtlasJob:
 def atlas(job: AtlasJob) -> int:
     """Write the page; returns how many neurons it shows."""
     from curate.atlas import build_atlas
-    from probes.artifact import read
+    from probes.neuronset import read
 
     result = read(job.neurons)
     if result.size == 0:

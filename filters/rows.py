@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from probes import sidefile
 from probes.errors import CurateError
-from probes.shards import Document, chunked, dotted, iter_raw_rows, list_shards, read_documents
+from probes.shards import Document, chunked, dotted, list_shards, read_documents
 from probes.shards import shard_root as root_of
 
 TEXT_BATCH = 256
@@ -242,11 +242,8 @@ def assign_sources(corpus: Corpus, rows: Rows, how: str) -> None:
         return
     values: dict[tuple[int, int], str] = {}
     for i, rel in enumerate(corpus.shards):
-        try:
-            for row, raw in iter_raw_rows(corpus.root / rel):
-                values[(i, row)] = dotted(raw, how) or "(unknown)"
-        except CurateError:  # rows after stream damage are unusable rows already
-            pass
+        for doc in read_documents(corpus.root / rel, on_error="skip", root=corpus.root):
+            values[(i, doc.row)] = dotted(doc.record, how) or "(unknown)"
     pairs = zip(rows.shard.tolist(), rows.row.tolist(), strict=True)
     names = [values.get(pair, "(unknown)") for pair in pairs]
     corpus.sources = sorted(set(names))

@@ -4,7 +4,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -19,30 +19,40 @@ class TokenizedDoc:
 def tokenize(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
 ) -> list[TokenizedDoc]:
-    """Tokenize documents in one fast-tokenizer call; long documents are cut to `max_length`.
+    """Tokenize documents in one fast-tokenizer call; long documents are cut to `max_length`."""
+    encoded = run_tokenizer(tokenizer, texts)
+    pairs = zip(encoded["input_ids"], encoded["special_tokens_mask"], strict=True)
+    return [cut(pos, ids, special, max_length) for pos, (ids, special) in enumerate(pairs)]
 
-    The cut keeps the trailing special tokens (e.g. [SEP]) that the model was trained to see.
-    """
-    encoded = tokenizer(
+
+def run_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], offsets: bool = False
+) -> BatchEncoding:
+    """The one tokenizer call: full ids with special tokens and their mask (and, for alignment,
+    character offsets), untruncated so that `cut` decides what the model sees."""
+    return tokenizer(
         list(texts),
         add_special_tokens=True,
         return_special_tokens_mask=True,
+        return_offsets_mapping=offsets,
         return_attention_mask=False,
         verbose=False,
     )
-    docs = []
-    for pos, (ids, special) in enumerate(
-        zip(encoded["input_ids"], encoded["special_tokens_mask"], strict=True)
-    ):
-        n_content = len(special) - sum(special)
-        truncated = len(ids) > max_length
-        if truncated:
-            tail = _trailing_specials(special)
-            keep = max_length - tail
-            ids = ids[:keep] + ids[len(ids) - tail :]
-            special = special[:keep] + special[len(special) - tail :]
-        docs.append(TokenizedDoc(pos, ids, special, n_tokens=n_content, truncated=truncated))
-    return docs
+
+
+def cut(pos: int, ids: list[int], special: list[int], max_length: int) -> TokenizedDoc:
+    """One document's model input from its full encoding, cut to `max_length` if longer.
+
+    The cut keeps the trailing special tokens (e.g. [SEP]) that the model was trained to see.
+    """
+    n_content = len(special) - sum(special)
+    truncated = len(ids) > max_length
+    if truncated:
+        tail = _trailing_specials(special)
+        keep = max_length - tail
+        ids = ids[:keep] + ids[len(ids) - tail :]
+        special = special[:keep] + special[len(special) - tail :]
+    return TokenizedDoc(pos, ids, special, n_tokens=n_content, truncated=truncated)
 
 
 def _trailing_specials(special: list[int]) -> int:

@@ -14,7 +14,7 @@ from probes.capture import ActivationSource
 from probes.errors import CurateError
 from probes.hooks import mlp_width, n_layers
 from probes.models import LoadedModel
-from probes.neurons import NeuronSet
+from probes.neuronset import NeuronSet
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -21,7 +21,7 @@ from probes import sidefile
 from probes.atomic import atomic_path
 from probes.engine import ProbeEngine, pick_dtype
 from probes.models import load_model, weights_hash
-from probes.neurons import load_neuron_set
+from probes.neuronset import load_neuron_set
 from probes.shards import Document, chunked, list_shards, read_documents, shard_root
 from probes.version import TOOL_VERSION
 

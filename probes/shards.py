@@ -9,7 +9,7 @@ import io
 import json
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -62,6 +62,8 @@ class Document:
     id: str
     text: str  # "" when error is set
     error: str | None = None  # why the row is unusable (only under on_error="skip")
+    # The parsed row, so other fields (a label, a source) need no second read of the shard.
+    record: dict | None = field(default=None, compare=False, repr=False)
 
 
 class _ZstdFrames(io.RawIOBase):
@@ -178,12 +180,12 @@ def _documents(
 ) -> Iterator[Document]:
     try:
         for row, raw in rows:
-            doc_id, text, reason = _parse(raw, text_key, id_key)
+            record, doc_id, text, reason = _parse(raw, text_key, id_key)
             doc_id = doc_id if doc_id is not None else f"{rel}:{row}"
             if reason is None:
-                yield Document(row, doc_id, text)
+                yield Document(row, doc_id, text, record=record)
             elif skip:
-                yield Document(row, doc_id, "", error=reason)
+                yield Document(row, doc_id, "", error=reason, record=record)
             else:
                 raise ShardError(str(path), row + 1, reason)
     except ShardError as e:  # under "skip" only the stream itself can fail
@@ -192,46 +194,45 @@ def _documents(
         yield Document(e.line - 1, f"{rel}:{e.line - 1}", "", error=e.reason)
 
 
-def _parse(raw: bytes | dict, text_key: str, id_key: str) -> tuple[str | None, str, str | None]:
-    """(id or None, text, reason the row is unusable or None)."""
+def _parse(
+    raw: bytes | dict, text_key: str, id_key: str
+) -> tuple[dict | None, str | None, str, str | None]:
+    """(record or None, id or None, text, reason the row is unusable or None)."""
     if isinstance(raw, bytes):
         if not raw.strip():
-            return None, "", "empty line"
+            return None, None, "", "empty line"
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            return None, "", f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})"
+            reason = f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})"
+            return None, None, "", reason
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            return None, "", f"invalid JSON: {e}"
+            return None, None, "", f"invalid JSON: {e}"
         if not isinstance(record, dict):
-            return None, "", f"not a JSON object (got {type(record).__name__})"
+            return None, None, "", f"not a JSON object (got {type(record).__name__})"
     else:
         record = raw
     doc_id = str(record[id_key]) if record.get(id_key) is not None else None
     if text_key not in record:
         keys = ", ".join(map(str, list(record)[:20]))
-        return doc_id, "", f"missing text key {text_key!r} (keys: {keys})"
+        return record, doc_id, "", f"missing text key {text_key!r} (keys: {keys})"
     text = record[text_key]
     if not isinstance(text, str):
-        return doc_id, "", f"text key {text_key!r} is not a string (got {type(text).__name__})"
+        reason = f"text key {text_key!r} is not a string (got {type(text).__name__})"
+        return record, doc_id, "", reason
     if not text.strip():
-        return doc_id, "", "empty text"
-    return doc_id, text, None
+        return record, doc_id, "", "empty text"
+    return record, doc_id, text, None
 
 
-def dotted(record: bytes | dict, key: str) -> str | None:
-    """A field of a record by dotted key (`metadata.source`), as a string; None where the
-    record is not a JSON object or lacks the field."""
+def dotted(record: dict | None, key: str) -> str | None:
+    """The value at a dotted key of a record ("metadata.source") as text; None where the key is
+    missing or null. One rule for every command that names documents by a record field."""
     value: object = record
-    try:
-        if isinstance(value, bytes):
-            value = json.loads(value)
-        for part in key.split("."):
-            value = value[part]  # type: ignore[index]
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
     return None if value is None else str(value)
 
 

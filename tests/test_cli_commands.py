@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from curate.cli import main
 from probes.models import ALIASES, load_model, weights_hash
-from probes.neurons import load_neuron_set
+from probes.neuronset import load_neuron_set
 from probes.shards import list_shards, read_documents
 
 DEFAULT_NEURONS = Path(str(files("probes") / "data" / "default-neurons"))

@@ -14,14 +14,15 @@ from transformers import AutoTokenizer
 
 from curate.discover_cli import discover as discover_cmd
 from curate.discover_cli import neurons as neurons_cmd
-from probes.align import align, encode
 from probes.capture import ActivationSource
-from probes.discover import Corpus, Moments, Settings, discover, mutual_top_k, null_rate
+from probes.discovery import Corpus, Moments, Settings, discover, null_rate
+from probes.discovery.align import align, encode
+from probes.discovery.match import mutual_top_k
+from probes.discovery.selectivity import class_selectivity
 from probes.engine import ProbeEngine
 from probes.errors import CurateError
 from probes.models import load_model, resolve_model_path
-from probes.neurons import load_neuron_set
-from probes.selectivity import class_selectivity
+from probes.neuronset import load_neuron_set
 from probes.shards import list_shards, read_documents
 from tests.conftest import SHARED_DATA, write_jsonl
 

@@ -12,7 +12,7 @@ from probes.capture import ActivationSource
 from probes.engine import ProbeEngine
 from probes.hooks import register_mlp_hook
 from probes.models import load_model
-from probes.neurons import Neuron, NeuronSet, load_neuron_set
+from probes.neuronset import Neuron, NeuronSet, load_neuron_set
 
 DEFAULT_NEURONS = str(files("probes") / "data" / "default-neurons")
 NEURONS = NeuronSet(tuple(Neuron(layer, i) for layer in (1, 3) for i in (7, 300, 1200)), "test")

@@ -13,7 +13,7 @@ import torch
 from probes.engine import ProbeEngine
 from probes.errors import CurateError
 from probes.models import LoadedModel, _build_once, _package_file, cache_dir, load_model
-from probes.neurons import Neuron, NeuronSet
+from probes.neuronset import Neuron, NeuronSet
 
 SENTENCE = "the quick brown fox jumps over the lazy dog while researchers measure neurons."
 

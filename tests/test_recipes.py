@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from curate.cli import main
 from filters.recipe import Budget, bundled_recipes, load_recipe, parse_budget
 from probes.errors import CurateError
-from probes.neurons import load_neuron_set
+from probes.neuronset import load_neuron_set
 
 
 def _write(path, text):

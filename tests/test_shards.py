@@ -10,7 +10,7 @@ import zstandard
 
 from curate.demo_shards import SHARDS, build_demo_shards
 from probes.errors import CurateError, ShardError
-from probes.shards import Document, iter_raw_rows, list_shards, read_documents
+from probes.shards import Document, dotted, iter_raw_rows, list_shards, read_documents
 
 RECORDS = [{"id": f"doc-{i}", "text": f"document number {i} ünïcode", "n": i} for i in range(30)]
 
@@ -98,6 +98,20 @@ def test_every_format_reads_the_same_documents(tmp_path, suffix):
     path = write_shard(tmp_path / f"shard{suffix}", RECORDS)
     docs = list(read_documents(path))
     assert docs == [Document(i, r["id"], r["text"]) for i, r in enumerate(RECORDS)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_documents_carry_their_record_for_dotted_keys(tmp_path, suffix):
+    records = [
+        {"id": "a", "text": "x", "metadata": {"source": "web", "lang": None}},
+        {"id": "b", "text": "y", "metadata": {"source": "", "lang": "en"}},
+    ]
+    docs = list(read_documents(write_shard(tmp_path / f"s{suffix}", records)))
+    assert [d.record for d in docs] == records
+    assert [dotted(d.record, "metadata.source") for d in docs] == ["web", ""]
+    assert [dotted(d.record, "metadata.lang") for d in docs] == [None, "en"]  # null is absent
+    assert dotted(docs[0].record, "metadata.source.name") is None
+    assert dotted(docs[0].record, "text") == "x" and dotted(None, "metadata") is None
 
 
 def test_raw_rows_trailing_newline_is_not_a_row_but_blank_middle_line_is(tmp_path):

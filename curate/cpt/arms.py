@@ -16,8 +16,8 @@ from curate.cpt.config import BenchConfig
 from curate.pipeline import FilterJob, TopJob, filter, top
 from filters.recipe import Recipe, load_recipe
 from filters.select import nearest_prefix
-from probes import artifact
-from probes.neurons import load_neuron_set
+from probes import neuronset
+from probes.neuronset import load_neuron_set
 
 LENGTH_BINS = 10
 
@@ -94,7 +94,7 @@ def _top_ranked(recipe: Recipe, k: int) -> dict[str, float]:
 def _target_selective(recipe: Recipe, bench, k: int) -> dict[str, float]:
     """The k neurons most selective for the tasks' text versus the pool (Cohen's d)."""
     out = bench.work / "rosetta-target-neurons"
-    if not (out / artifact.META).is_file():
+    if not (out / neuronset.META).is_file():
         top(
             TopJob(
                 neurons=Path(recipe.probe.neurons),
@@ -106,7 +106,7 @@ def _target_selective(recipe: Recipe, bench, k: int) -> dict[str, float]:
                 command="curate bench (rosetta-target arm)",
             )
         )
-    chosen = artifact.read(out)
+    chosen = neuronset.read(out)
     return {f"L{r['layer']}N{r['index']}": r["weight"] for r in chosen.rows()}
 
 

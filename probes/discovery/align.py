@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from probes.batching import TokenizedDoc, tokenize
+from probes.batching import TokenizedDoc, cut, run_tokenizer
 
 Span = tuple[int, int]
 
@@ -30,19 +30,22 @@ class EncodedDoc:
 def encode(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
 ) -> list[EncodedDoc]:
-    """`batching.tokenize` plus the text span of every content token that survived truncation."""
-    docs = tokenize(tokenizer, texts, max_length)
-    offsets = tokenizer(
-        list(texts), add_special_tokens=True, return_offsets_mapping=True, verbose=False
-    )["offset_mapping"]
+    """One fast-tokenizer call: the model input, cut as `batching.tokenize` cuts it, plus the
+    text span of every content token that survived truncation."""
+    batch = run_tokenizer(tokenizer, texts, offsets=True)
+    columns = zip(
+        texts,
+        batch["input_ids"],
+        batch["special_tokens_mask"],
+        batch["offset_mapping"],
+        strict=True,
+    )
     encoded = []
-    for doc, text, doc_offsets in zip(docs, texts, offsets, strict=True):
-        # Truncation keeps a prefix of the positions (plus trailing specials), so position i of
-        # the model input is position i of the full encoding wherever it is content.
-        spans = [
-            None if special else _strip(text, *doc_offsets[i])
-            for i, special in enumerate(doc.special)
-        ]
+    for pos, (text, ids, special, offsets) in enumerate(columns):
+        doc = cut(pos, ids, special, max_length)
+        # The cut keeps a prefix of the positions (plus trailing specials), so position i of the
+        # model input is position i of the full encoding wherever it is content.
+        spans = [None if s else _strip(text, *offsets[i]) for i, s in enumerate(doc.special)]
         encoded.append(EncodedDoc(doc, spans))
     return encoded
 

@@ -1,9 +1,12 @@
-"""The neuron-set artifact: a versioned folder of neurons.safetensors + meta.json + neurons.tsv.
+"""Which neurons to probe, and the neuron-set artifact that discovery writes and probing reads.
 
-Tensors hold numbers only (no pickle); meta.json holds provenance (models and their content
-hashes, hook names, corpus fingerprint, thresholds, null rate, tool version, exact command);
-neurons.tsv is the same Rosetta table for people. Keys "rosetta.*" have one row per Rosetta
-neuron, best first; keys "all.*" have one row per anchor neuron, for population statistics.
+A set is a JSON list of [layer, index] pairs or a discovered folder: neurons.safetensors +
+meta.json + neurons.tsv, versioned. Tensors hold numbers only (no pickle); meta.json holds
+provenance (models and their content hashes, hook names, corpus fingerprint, thresholds, null
+rate, tool version, exact command); neurons.tsv is the same Rosetta table for people. Keys
+"rosetta.*" have one row per Rosetta neuron, best first; keys "all.*" have one row per anchor
+neuron, for population statistics. Reading and writing it needs no discovery code, so probing
+and filtering never import it.
 """
 
 import json
@@ -12,27 +15,118 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from probes.discover import Corpus, Discovery
 from probes.errors import CurateError
 from probes.hooks import hook_name
-from probes.neurons import Neuron, NeuronSet
-from probes.version import TOOL_VERSION
 
 FORMAT = "rosetta-curate/neuron-set"
 FORMAT_VERSION = 1
 TENSORS, META, TABLE = "neurons.safetensors", "meta.json", "neurons.tsv"
 STAT_KEYS = ("frequency", "skew", "kurtosis", "selectivity")
-THRESHOLD_STDS = 2.0  # a Rosetta neuron's probe threshold: mean + 2 std of its activation
+
+
+@dataclass(frozen=True)
+class Neuron:
+    layer: int
+    index: int
+    threshold: float = 0.0  # activation above which the neuron counts as firing
+    weight: float = 1.0  # its share in the document score
+
+    @property
+    def column(self) -> str:
+        """Name of this neuron's column in score side files."""
+        return f"L{self.layer}N{self.index}"
+
+
+@dataclass(frozen=True)
+class NeuronSet:
+    neurons: tuple[Neuron, ...]
+    source: str  # where it came from, for manifests and side-file metadata
+    model_hash: str | None = None  # content hash of the model it was made for, if known
+
+    def requests(self) -> dict[int, list[int]]:
+        """Neuron indices per layer, in the order the score columns use."""
+        layers: dict[int, list[int]] = {}
+        for neuron in self.neurons:
+            layers.setdefault(neuron.layer, []).append(neuron.index)
+        return layers
+
+    def ordered(self) -> list[Neuron]:
+        """Neurons in capture order (by layer, then as listed): the order of score columns."""
+        return [n for layer in sorted(self.requests()) for n in self.neurons if n.layer == layer]
+
+    def check_fits(self, model_name: str, n_layers: int, width: int) -> None:
+        for neuron in self.neurons:
+            if not (0 <= neuron.layer < n_layers and 0 <= neuron.index < width):
+                raise CurateError(
+                    f"neuron [{neuron.layer}, {neuron.index}] from {self.source} does not exist in "
+                    f"{model_name} ({n_layers} layers of {width} MLP neurons)"
+                )
+
+
+def load_neuron_set(spec: str) -> NeuronSet:
+    """Read `spec`: a discovered neuron-set folder, or a JSON file or inline JSON holding
+    [[layer, index], ...].
+
+    Entries may also be objects {"layer", "index", "threshold", "weight"}. A folder's set carries
+    the content hash of the model it was discovered on, so probing another model is refused.
+    """
+    path = Path(spec)
+    if spec.lstrip().startswith("["):  # before any path check: long JSON is no valid file name
+        text, source = spec, "inline JSON"
+    elif path.is_dir():
+        return read(path).neuron_set(str(path))
+    elif path.is_file():
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    else:
+        raise CurateError(
+            f"neuron set {spec!r} is neither a file nor a JSON list of [layer, index]"
+        )
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CurateError(f"{source}: invalid JSON: {exc}") from exc
+    if not isinstance(entries, list) or not entries:
+        raise CurateError(f"{source}: expected a non-empty JSON list of [layer, index] pairs")
+    neurons = tuple(_parse_entry(entry, source, i) for i, entry in enumerate(entries))
+    if len(set((n.layer, n.index) for n in neurons)) != len(neurons):
+        raise CurateError(f"{source}: a neuron is listed twice")
+    return NeuronSet(neurons=neurons, source=source)
+
+
+def _parse_entry(entry: object, source: str, position: int) -> Neuron:
+    if isinstance(entry, dict):
+        fields = entry
+    elif isinstance(entry, list) and len(entry) == 2:
+        fields = {"layer": entry[0], "index": entry[1]}
+    else:
+        fields = None
+    ok = (
+        fields is not None
+        and set(fields) <= {"layer", "index", "threshold", "weight"}
+        and all(isinstance(fields.get(key), int) for key in ("layer", "index"))
+    )
+    if not ok:
+        raise CurateError(
+            f"{source}: entry {position} is {json.dumps(entry)}; expected [layer, index] "
+            'or {"layer": L, "index": I, "threshold": T, "weight": W}'
+        )
+    return Neuron(
+        layer=fields["layer"],
+        index=fields["index"],
+        threshold=float(fields.get("threshold", 0.0)),
+        weight=float(fields.get("weight", 1.0)),
+    )
 
 
 @dataclass
 class NeuronArtifact:
+    """A neuron-set folder in memory: meta.json as a dict, neurons.safetensors as tensors."""
+
     meta: dict
     tensors: dict[str, torch.Tensor]
 
@@ -84,6 +178,7 @@ class NeuronArtifact:
         return NeuronArtifact(meta, tensors)
 
     def neuron_set(self, source: str) -> NeuronSet:
+        """The Rosetta rows as a probe's neurons, tied to the anchor's weights."""
         neurons = tuple(
             Neuron(row["layer"], row["index"], row["threshold"], row["weight"])
             for row in self.rows()
@@ -91,132 +186,6 @@ class NeuronArtifact:
         if not neurons:
             raise CurateError(f"neuron set {source} holds no Rosetta neurons")
         return NeuronSet(neurons, source, model_hash=self.meta["models"][0]["content_hash"])
-
-
-def from_discovery(
-    discovery: Discovery, corpus: Corpus, command: str, null: dict | None
-) -> NeuronArtifact:
-    d = discovery
-    r = d.rosetta
-    partners = d.partners
-    n_anchor = len(d.mean_corr)
-    flat = torch.arange(n_anchor)
-    anchor_layers = torch.tensor(d.anchor_layers)[flat // d.anchor_width]
-
-    def per_partner(get) -> torch.Tensor:
-        return torch.stack([get(p) for p in partners], dim=1)
-
-    buddy = per_partner(lambda p: p.matches.buddy)
-    buddy_layer = torch.full_like(buddy, -1)
-    buddy_index = torch.full_like(buddy, -1)
-    for i, p in enumerate(partners):
-        has = buddy[:, i] >= 0
-        buddy_layer[has, i] = torch.tensor(p.layers)[buddy[has, i] // p.width]
-        buddy_index[has, i] = buddy[has, i] % p.width
-    corr = per_partner(lambda p: p.matches.corr)
-    stats = {key: d.stats[key] for key in STAT_KEYS}
-    top_class = d.stats["top_class"].long() if d.classes else torch.full((n_anchor,), -1)
-    rosetta_mask = torch.zeros(n_anchor, dtype=torch.bool)
-    rosetta_mask[r] = True
-    tensors = {
-        "rosetta.layer": anchor_layers[r],
-        "rosetta.index": (flat % d.anchor_width)[r],
-        "rosetta.threshold": (d.anchor_mean + THRESHOLD_STDS * d.anchor_std)[r],
-        "rosetta.weight": d.mean_corr[r],
-        "rosetta.mean_corr": d.mean_corr[r],
-        "rosetta.buddy_layer": buddy_layer[r],
-        "rosetta.buddy_index": buddy_index[r],
-        "rosetta.corr": corr[r],
-        "rosetta.heldout_corr": per_partner(lambda p: p.heldout_corr)[r],
-        "rosetta.null_corr": per_partner(lambda p: p.null.best)[r],
-        "rosetta.top_class": top_class[r],
-        **{f"rosetta.{key}": value[r] for key, value in stats.items()},
-        "all.layer": anchor_layers,
-        "all.index": flat % d.anchor_width,
-        "all.mean": d.anchor_mean,
-        "all.std": d.anchor_std,
-        "all.buddy_corr": corr,
-        "all.best_corr": per_partner(lambda p: p.matches.best),
-        "all.null_best_corr": per_partner(lambda p: p.null.best),
-        "all.rosetta": rosetta_mask,
-        "all.top_class": top_class,
-        "all.class_means": d.stats["class_means"],
-        **{f"all.{key}": value for key, value in stats.items()},
-    }
-    models = [
-        _model_meta(d.anchor, d.anchor_layers, d.anchor_width, "anchor"),
-        *(_model_meta(p.model, p.layers, p.width, "partner") for p in partners),
-    ]
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "tool_version": TOOL_VERSION,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command,
-        "models": models,
-        "corpus": {
-            "root": str(corpus.base),
-            "fingerprint": corpus.fingerprint,
-            "fingerprint_of": "sha256: shard relpaths and sizes, then ids of the documents used",
-            "shards": len(corpus.shards),
-            "documents": dict(corpus.docs),
-            "tokens": dict(d.tokens),
-            "aligned_tokens": dict(d.units),
-            "skipped_rows": corpus.skipped,
-            "doc_tokens": corpus.doc_tokens,
-            "heldout_fraction": corpus.heldout,
-            "split_seed": corpus.seed,
-            "label_key": ".".join(corpus.label_key),
-            "classes": d.classes,
-        },
-        "thresholds": {
-            "min_corr": d.settings.min_corr,
-            "top_k": d.settings.top_k,
-            "null": "mutual top-k against each partner layer's neurons after a random rotation",
-            "null_quantile": d.settings.null_quantile,
-            "null_threshold": [p.null_threshold for p in partners],
-            "replicate": d.settings.replicate,
-            "seed": d.settings.seed,
-            "activation_threshold": f"mean + {THRESHOLD_STDS:g} std of the anchor activation",
-        },
-        "counts": {
-            "anchor_neurons": n_anchor,
-            "mutual_buddies": [int((p.matches.buddy >= 0).sum()) for p in partners],
-            "pass_floor": [int(p.passes_floor.sum()) for p in partners],
-            "pass_null": [int(p.passes_null.sum()) for p in partners],
-            "pass_replication": [int(p.passes_replication.sum()) for p in partners],
-            "rosetta": len(r),
-        },
-        "null_rate": null,
-        "populations": {
-            "rosetta": _population(stats, rosetta_mask),
-            "other": _population(stats, ~rosetta_mask),
-        },
-        "neurons": len(r),
-    }
-    return NeuronArtifact(meta, tensors)
-
-
-def _model_meta(loaded, layers: list[int], width: int, role: str) -> dict:
-    return {
-        "name": loaded.name,
-        "role": role,
-        "family": loaded.family,
-        "content_hash": loaded.content_hash,
-        "layers": layers,
-        "width": width,
-        "hook_names": [hook_name(layer) for layer in layers],
-    }
-
-
-def _population(stats: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
-    """Mean of each statistic over one population (NaN-free neurons), for the polarization view."""
-    out: dict = {"neurons": int(mask.sum())}
-    for key, value in stats.items():
-        v = value[mask]
-        v = v[torch.isfinite(v)]
-        out[key] = float(v.mean()) if len(v) else None
-    return out
 
 
 def check_out(out: Path, force: bool) -> None:
@@ -248,6 +217,7 @@ def write(artifact: NeuronArtifact, out: Path, force: bool = False) -> None:
 
 
 def read(path: Path) -> NeuronArtifact:
+    """The set at `path`; another format or version is refused rather than misread."""
     meta_path, tensor_path = path / META, path / TENSORS
     if not meta_path.is_file() or not tensor_path.is_file():
         raise CurateError(f"{path} is not a neuron set (needs {META} and {TENSORS})")

@@ -1,0 +1,69 @@
+"""The significance controls: what keeps a mutual best buddy from being a fluke.
+
+Mutual best buddies alone are mostly noise, so a pair counts only if its correlation beats a null
+paired the same way against randomly rotated partner layers, and replicates on held-out documents
+that the correlations never saw. The null rate (`run.null_rate`, a whole rerun against a
+`random_copy` of a partner) measures what these controls still let through.
+"""
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from transformers import AutoModel
+
+from probes.discovery.match import Matches
+from probes.families import family
+from probes.models import LoadedModel
+
+
+def null_threshold(null: Matches, quantile: float) -> float:
+    """The `quantile` of the rotated null's buddy correlations (its best one if it has none)."""
+    corrs = null.corr[torch.isfinite(null.corr)]
+    return float(torch.quantile(corrs.double(), quantile)) if len(corrs) else float(null.best.max())
+
+
+def heldout_corr(
+    batches: Iterable[tuple[list[torch.Tensor], list[str]]],
+    means: Sequence[torch.Tensor],
+    candidates: torch.Tensor,
+    buddies: Sequence[torch.Tensor],
+) -> tuple[torch.Tensor, int]:
+    """Pearson correlation of each candidate anchor neuron with its buddy in each partner over
+    held-out batches: [partners, candidates] (NaN under 2 units), and the units read.
+
+    Sums are shifted by the discovery means (`means[m]` per model), so the one-pass formula does
+    not cancel badly.
+    """
+    sums = torch.zeros((len(buddies), 5, len(candidates)), dtype=torch.float64)
+    n = 0
+    for acts, _ in batches:
+        n += acts[0].shape[0]
+        a = (acts[0][:, candidates] - means[0][candidates].float()).double()
+        for p, buddy in enumerate(buddies):
+            b = (acts[p + 1][:, buddy] - means[p + 1][buddy].float()).double()
+            sums[p] += torch.stack([a, b, a * a, b * b, a * b]).sum(1)
+    if n < 2:
+        return torch.full((len(buddies), len(candidates)), math.nan), n
+    mean_a, mean_b, sq_a, sq_b, ab = (sums / n).unbind(1)
+    var = ((sq_a - mean_a**2) * (sq_b - mean_b**2)).clamp(min=1e-24)
+    return ((ab - mean_a * mean_b) / var.sqrt()).float(), n
+
+
+def random_copy(loaded: LoadedModel, seed: int) -> LoadedModel:
+    """A randomly initialised model of the same architecture and tokenizer (no download)."""
+    torch.manual_seed(seed)
+    config = loaded.model.config
+    model = AutoModel.from_config(config, attn_implementation=family(loaded.family).attention)
+    model = model.to(next(loaded.model.parameters()).dtype).eval()
+    tag = hashlib.sha256(f"{loaded.content_hash}:random:{seed}".encode()).hexdigest()[:16]
+    return LoadedModel(
+        name=f"{loaded.name} (random init, seed {seed})",
+        path=loaded.path,
+        family=loaded.family,
+        model=model,
+        tokenizer=loaded.tokenizer,
+        content_hash=tag,
+        max_length=loaded.max_length,
+    )

@@ -1,0 +1,408 @@
+"""One discovery run: the passes over the corpus, the Rosetta decision, the artifact it makes.
+
+Pass 1 reads the discovery split for per-neuron mean and variance; pass 2 reads it again and
+accumulates the cross sums per partner layer block (`stream`); buddies are paired by mutual top-k
+(`match`) and kept only past the significance controls (`controls`); pass 3 reads the held-out
+split for replication. Each pass streams aligned batches: every model's activations pooled to
+the text units all tokenizers cut at (`align`). The result becomes a neuron-set artifact here, so
+the artifact format itself (`probes.neuronset`) never depends on discovery.
+"""
+
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import torch
+from tqdm import tqdm
+
+from probes.batching import length_sorted_batches, pad
+from probes.capture import ActivationSource
+from probes.discovery.align import EncodedDoc, align, encode
+from probes.discovery.controls import heldout_corr, null_threshold, random_copy
+from probes.discovery.corpus import Corpus, CorpusDoc, anchor_encodings
+from probes.discovery.match import Matches, mutual_top_k
+from probes.discovery.selectivity import NeuronStats
+from probes.discovery.stream import CrossCorrelation, Moments
+from probes.errors import CurateError
+from probes.hooks import hook_name, mlp_width, n_layers
+from probes.models import LoadedModel
+from probes.neuronset import FORMAT, FORMAT_VERSION, STAT_KEYS, NeuronArtifact
+from probes.version import TOOL_VERSION
+
+WINDOW_BATCHES = 8  # documents are length-sorted within windows of this many batches
+THRESHOLD_STDS = 2.0  # a Rosetta neuron's probe threshold: mean + 2 std of its activation
+
+
+# ---------------------------------------------------------------------------- aligned batches
+
+
+def full_source(loaded: LoadedModel, layers: Sequence[int] | None) -> ActivationSource:
+    """All MLP neurons of `layers` (default: every layer)."""
+    depth = n_layers(loaded.model, loaded.family)
+    chosen = range(depth) if layers is None else layers
+    bad = [layer for layer in chosen if not 0 <= layer < depth]
+    if bad:
+        raise CurateError(f"layers {bad} do not exist in {loaded.name} ({depth} layers)")
+    return ActivationSource(loaded, {layer: None for layer in chosen})
+
+
+def aligned_batches(
+    corpus: Corpus,
+    sources: Sequence[ActivationSource],
+    heldout: bool,
+    tokens_per_batch: int,
+    desc: str,
+) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
+    """Per batch: each model's float32 [units, neurons] activations, and each unit's label.
+
+    `sources[0]` is the corpus anchor: its documents arrive already encoded.
+    """
+    if sources[0].loaded is not corpus.anchor:
+        raise ValueError("the first source must be the corpus anchor")
+    expected = corpus.max_tokens * (corpus.heldout if heldout else 1 - corpus.heldout)
+    with tqdm(total=int(expected), desc=desc, unit="tok", unit_scale=True, leave=False) as bar:
+        window: list[CorpusDoc] = []
+        for doc in corpus:
+            if doc.heldout != heldout:
+                continue
+            window.append(doc)
+            if sum(d.n_tokens for d in window) >= WINDOW_BATCHES * tokens_per_batch:
+                yield from _window_batches(
+                    window, sources, corpus.doc_tokens, tokens_per_batch, bar
+                )
+                window = []
+        if window:
+            yield from _window_batches(window, sources, corpus.doc_tokens, tokens_per_batch, bar)
+
+
+def _window_batches(
+    window: list[CorpusDoc],
+    sources: Sequence[ActivationSource],
+    doc_tokens: int,
+    tokens_per_batch: int,
+    bar: tqdm,
+) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
+    texts = [d.text for d in window]
+    encoded = [anchor_encodings(window)] + [
+        encode(s.loaded.tokenizer, texts, min(s.loaded.max_length, doc_tokens)) for s in sources[1:]
+    ]
+    for batch in length_sorted_batches([e.doc for e in encoded[0]], tokens_per_batch):
+        docs = [[enc[d.pos] for d in batch] for enc in encoded]
+        flats, widths = [], []
+        for source, model_docs in zip(sources, docs, strict=True):
+            flat, width = _capture_flat(source, model_docs)
+            flats.append(flat)
+            widths.append(width)
+        alignment = align(docs, widths)
+        pooled = [alignment.pool(m, flat) for m, flat in enumerate(flats)]
+        labels = [window[batch[d].pos].label for d in alignment.unit_doc.tolist()]
+        if alignment.n_units:
+            yield pooled, labels
+        bar.update(sum(len(d.ids) - sum(d.special) for d in batch))  # after the consumer's work
+
+
+def _capture_flat(source: ActivationSource, docs: Sequence[EncodedDoc]) -> tuple[torch.Tensor, int]:
+    """[docs * width, neurons of all requested layers] float32 activations, and the width."""
+    input_ids, attention, _ = pad([d.doc for d in docs], source.loaded.pad_id)
+    layers = source.capture(input_ids, attention)
+    flat = torch.cat([a.reshape(-1, a.shape[-1]).float() for a in layers.values()], dim=1)
+    return flat, input_ids.shape[1]
+
+
+# ---------------------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class Settings:
+    min_corr: float = 0.5
+    top_k: int = 1
+    replicate: float = 0.75  # held-out correlation must reach this fraction of the discovery one
+    null_quantile: float = 0.99
+    seed: int = 0
+    tokens_per_batch: int = 4096
+    layers: tuple[int, ...] | None = None
+
+
+@dataclass
+class PartnerResult:
+    model: LoadedModel
+    layers: list[int]
+    width: int
+    matches: Matches
+    null: Matches
+    null_threshold: float  # quantile of the null buddies' correlations
+    heldout_corr: torch.Tensor  # [anchor]; NaN where not measured
+    passes_floor: torch.Tensor
+    passes_null: torch.Tensor
+    passes_replication: torch.Tensor
+
+    def neuron(self, flat: int) -> tuple[int, int]:
+        """(layer, index) of a flat partner column."""
+        return self.layers[flat // self.width], flat % self.width
+
+
+@dataclass
+class Discovery:
+    anchor: LoadedModel
+    anchor_layers: list[int]
+    anchor_width: int
+    partners: list[PartnerResult]
+    rosetta: torch.Tensor  # anchor flat indices, best first
+    mean_corr: torch.Tensor  # [anchor] mean buddy correlation over partners
+    anchor_mean: torch.Tensor
+    anchor_std: torch.Tensor
+    stats: dict[str, torch.Tensor]
+    classes: list[str]
+    tokens: dict[str, int]
+    units: dict[str, int]
+    settings: Settings
+    null_run: dict = field(default_factory=dict)
+
+    def neuron(self, flat: int) -> tuple[int, int]:
+        return self.anchor_layers[flat // self.anchor_width], flat % self.anchor_width
+
+
+def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) -> Discovery:
+    """Find the anchor (models[0]) neurons with a significant, replicated buddy in every partner."""
+    if len(models) < 2:
+        raise CurateError("discovery needs an anchor and at least one partner model")
+    if settings.top_k < 1:
+        raise CurateError(f"--top-k must be at least 1, not {settings.top_k}")
+    sources = [full_source(m, settings.layers) for m in models]
+    widths = [mlp_width(m.model, m.family) for m in models]
+    sizes = [len(s.requests) * w for s, w in zip(sources, widths, strict=True)]
+    generator = torch.Generator().manual_seed(settings.seed)
+
+    moments = [Moments(n) for n in sizes]
+    units = Counter()
+    for acts, _ in aligned_batches(corpus, sources, False, settings.tokens_per_batch, "pass 1/3"):
+        units["discovery"] += acts[0].shape[0]
+        for moment, x in zip(moments, acts, strict=True):
+            moment.update(x)
+    if units["discovery"] < 2:
+        raise CurateError("the discovery split has fewer than 2 aligned tokens; raise --max-tokens")
+    count = units["discovery"]
+
+    cross = [
+        CrossCorrelation(sizes[0], len(s.requests), w, generator)
+        for s, w in zip(sources[1:], widths[1:], strict=True)
+    ]
+    stats = NeuronStats(sizes[0])
+    for acts, labels in aligned_batches(
+        corpus, sources, False, settings.tokens_per_batch, "pass 2/3"
+    ):
+        z = [m.standardize(x) for m, x in zip(moments, acts, strict=True)]
+        z_anchor_t = z[0].T.contiguous()
+        for acc, z_partner in zip(cross, z[1:], strict=True):
+            acc.update(z_anchor_t, z_partner)
+        stats.update(acts[0], z[0], labels)
+
+    partners = []
+    for acc, source, width in zip(cross, sources[1:], widths[1:], strict=True):
+        matches = mutual_top_k(acc.blocks(count, rotated=False), sizes[0], settings.top_k)
+        null = mutual_top_k(acc.blocks(count, rotated=True), sizes[0], settings.top_k)
+        threshold = null_threshold(null, settings.null_quantile)
+        passes_floor = matches.corr >= settings.min_corr
+        passes_null = (matches.corr > threshold) & (matches.corr > null.best)
+        partners.append(
+            PartnerResult(
+                model=source.loaded,
+                layers=list(source.requests),
+                width=width,
+                matches=matches,
+                null=null,
+                null_threshold=threshold,
+                heldout_corr=torch.full((sizes[0],), math.nan),
+                passes_floor=passes_floor,
+                passes_null=passes_null,
+                passes_replication=torch.zeros(sizes[0], dtype=torch.bool),
+            )
+        )
+    del cross
+
+    candidates = torch.stack([p.passes_floor & p.passes_null for p in partners]).all(0)
+    candidates = candidates.nonzero().squeeze(1)
+    units["heldout"] = 0
+    if len(candidates) and corpus.heldout > 0:
+        batches = aligned_batches(corpus, sources, True, settings.tokens_per_batch, "pass 3/3")
+        buddies = [p.matches.buddy[candidates] for p in partners]
+        corr, units["heldout"] = heldout_corr(
+            batches, [m.mean for m in moments], candidates, buddies
+        )
+        for p, partner in enumerate(partners):
+            partner.heldout_corr[candidates] = corr[p]
+    if len(candidates) and units["heldout"] < 2:
+        raise CurateError(
+            "the held-out split has fewer than 2 aligned tokens, so nothing can replicate; "
+            "raise --max-tokens or --heldout, or lower --doc-tokens to read more documents"
+        )
+    for p in partners:
+        p.passes_replication = p.heldout_corr >= settings.replicate * p.matches.corr
+    keep = torch.stack(
+        [p.passes_floor & p.passes_null & p.passes_replication for p in partners]
+    ).all(0)
+    mean_corr = torch.stack([p.matches.corr for p in partners]).mean(0)
+    rosetta = keep.nonzero().squeeze(1)
+    rosetta = rosetta[mean_corr[rosetta].argsort(descending=True)]
+    result = stats.result()
+    return Discovery(
+        anchor=models[0],
+        anchor_layers=list(sources[0].requests),
+        anchor_width=widths[0],
+        partners=partners,
+        rosetta=rosetta,
+        mean_corr=mean_corr,
+        anchor_mean=moments[0].mean.float(),
+        anchor_std=moments[0].var.sqrt().float(),
+        stats=result,
+        classes=list(stats.classes),
+        tokens=dict(corpus.tokens),
+        units=dict(units),
+        settings=settings,
+    )
+
+
+def null_rate(discovery: Discovery, corpus: Corpus, partner: int = 0) -> dict:
+    """Rerun the whole pipeline against a random-init copy of one partner; count what it finds.
+
+    One partner only (the first by default) makes the null run as lenient as possible.
+    """
+    real = discovery.partners[partner].model
+    fake = random_copy(real, discovery.settings.seed)
+    rerun = discover([discovery.anchor, fake], corpus, discovery.settings)
+    found = len(rerun.rosetta)
+    return {
+        "partner": fake.name,
+        "rosetta": found,
+        "rate": found / max(len(discovery.rosetta), 1),
+        "null_threshold": rerun.partners[0].null_threshold,
+    }
+
+
+def to_artifact(
+    discovery: Discovery, corpus: Corpus, command: str, null: dict | None
+) -> NeuronArtifact:
+    """The neuron set of a run, with the provenance and statistics that `neurons show` prints."""
+    d = discovery
+    r = d.rosetta
+    partners = d.partners
+    n_anchor = len(d.mean_corr)
+    flat = torch.arange(n_anchor)
+    anchor_layers = torch.tensor(d.anchor_layers)[flat // d.anchor_width]
+
+    def per_partner(get) -> torch.Tensor:
+        return torch.stack([get(p) for p in partners], dim=1)
+
+    buddy = per_partner(lambda p: p.matches.buddy)
+    buddy_layer = torch.full_like(buddy, -1)
+    buddy_index = torch.full_like(buddy, -1)
+    for i, p in enumerate(partners):
+        has = buddy[:, i] >= 0
+        buddy_layer[has, i] = torch.tensor(p.layers)[buddy[has, i] // p.width]
+        buddy_index[has, i] = buddy[has, i] % p.width
+    corr = per_partner(lambda p: p.matches.corr)
+    stats = {key: d.stats[key] for key in STAT_KEYS}
+    top_class = d.stats["top_class"].long() if d.classes else torch.full((n_anchor,), -1)
+    rosetta_mask = torch.zeros(n_anchor, dtype=torch.bool)
+    rosetta_mask[r] = True
+    tensors = {
+        "rosetta.layer": anchor_layers[r],
+        "rosetta.index": (flat % d.anchor_width)[r],
+        "rosetta.threshold": (d.anchor_mean + THRESHOLD_STDS * d.anchor_std)[r],
+        "rosetta.weight": d.mean_corr[r],
+        "rosetta.mean_corr": d.mean_corr[r],
+        "rosetta.buddy_layer": buddy_layer[r],
+        "rosetta.buddy_index": buddy_index[r],
+        "rosetta.corr": corr[r],
+        "rosetta.heldout_corr": per_partner(lambda p: p.heldout_corr)[r],
+        "rosetta.null_corr": per_partner(lambda p: p.null.best)[r],
+        "rosetta.top_class": top_class[r],
+        **{f"rosetta.{key}": value[r] for key, value in stats.items()},
+        "all.layer": anchor_layers,
+        "all.index": flat % d.anchor_width,
+        "all.mean": d.anchor_mean,
+        "all.std": d.anchor_std,
+        "all.buddy_corr": corr,
+        "all.best_corr": per_partner(lambda p: p.matches.best),
+        "all.null_best_corr": per_partner(lambda p: p.null.best),
+        "all.rosetta": rosetta_mask,
+        "all.top_class": top_class,
+        "all.class_means": d.stats["class_means"],
+        **{f"all.{key}": value for key, value in stats.items()},
+    }
+    models = [
+        _model_meta(d.anchor, d.anchor_layers, d.anchor_width, "anchor"),
+        *(_model_meta(p.model, p.layers, p.width, "partner") for p in partners),
+    ]
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tool_version": TOOL_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "models": models,
+        "corpus": {
+            "root": str(corpus.base),
+            "fingerprint": corpus.fingerprint,
+            "fingerprint_of": "sha256: shard relpaths and sizes, then ids of the documents used",
+            "shards": len(corpus.shards),
+            "documents": dict(corpus.docs),
+            "tokens": dict(d.tokens),
+            "aligned_tokens": dict(d.units),
+            "skipped_rows": corpus.skipped,
+            "doc_tokens": corpus.doc_tokens,
+            "heldout_fraction": corpus.heldout,
+            "split_seed": corpus.seed,
+            "label_key": corpus.label_key,
+            "classes": d.classes,
+        },
+        "thresholds": {
+            "min_corr": d.settings.min_corr,
+            "top_k": d.settings.top_k,
+            "null": "mutual top-k against each partner layer's neurons after a random rotation",
+            "null_quantile": d.settings.null_quantile,
+            "null_threshold": [p.null_threshold for p in partners],
+            "replicate": d.settings.replicate,
+            "seed": d.settings.seed,
+            "activation_threshold": f"mean + {THRESHOLD_STDS:g} std of the anchor activation",
+        },
+        "counts": {
+            "anchor_neurons": n_anchor,
+            "mutual_buddies": [int((p.matches.buddy >= 0).sum()) for p in partners],
+            "pass_floor": [int(p.passes_floor.sum()) for p in partners],
+            "pass_null": [int(p.passes_null.sum()) for p in partners],
+            "pass_replication": [int(p.passes_replication.sum()) for p in partners],
+            "rosetta": len(r),
+        },
+        "null_rate": null,
+        "populations": {
+            "rosetta": _population(stats, rosetta_mask),
+            "other": _population(stats, ~rosetta_mask),
+        },
+        "neurons": len(r),
+    }
+    return NeuronArtifact(meta, tensors)
+
+
+def _model_meta(loaded: LoadedModel, layers: list[int], width: int, role: str) -> dict:
+    return {
+        "name": loaded.name,
+        "role": role,
+        "family": loaded.family,
+        "content_hash": loaded.content_hash,
+        "layers": layers,
+        "width": width,
+        "hook_names": [hook_name(layer) for layer in layers],
+    }
+
+
+def _population(stats: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
+    """Mean of each statistic over one population (NaN-free neurons), for the polarization view."""
+    out: dict = {"neurons": int(mask.sum())}
+    for key, value in stats.items():
+        v = value[mask]
+        v = v[torch.isfinite(v)]
+        out[key] = float(v.mean()) if len(v) else None
+    return out

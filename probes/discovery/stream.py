@@ -1,0 +1,77 @@
+"""Streaming statistics of activations: exact in float64 however many tokens stream through.
+
+Per-neuron mean and variance (Welford/Chan) and the anchor-by-partner cross sums z_A^T z_B are
+merged batch by batch, so memory depends on the neuron counts only and the sums stay exact far
+beyond 10M tokens. The cross sums also keep what the rotated-basis null needs.
+"""
+
+from collections.abc import Iterator
+
+import torch
+
+
+class Moments:
+    """Per-neuron mean and variance, each batch merged exactly into float64 (Chan et al.)."""
+
+    def __init__(self, n: int):
+        self.count = 0
+        self.mean = torch.zeros(n, dtype=torch.float64)
+        self.m2 = torch.zeros(n, dtype=torch.float64)
+
+    def update(self, x: torch.Tensor) -> None:
+        n_b = x.shape[0]
+        mean_b = x.mean(0)
+        m2_b = ((x - mean_b) ** 2).sum(0).double()
+        delta = mean_b.double() - self.mean
+        total = self.count + n_b
+        self.mean += delta * (n_b / total)
+        self.m2 += m2_b + delta**2 * (self.count * n_b / total)
+        self.count = total
+
+    @property
+    def var(self) -> torch.Tensor:
+        return self.m2 / max(self.count, 1)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """z-scores in float32; a neuron without variance gets 0 (it correlates with nothing)."""
+        std = self.var.sqrt()
+        inv = torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std))
+        return (x - self.mean.float()) * inv.float()
+
+
+def random_rotation(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A Haar-random orthogonal n x n matrix (QR of a Gaussian, signs fixed)."""
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).float()
+
+
+class CrossCorrelation:
+    """sum_t z_A z_B^T per partner layer block, plus what the rotated-basis null needs.
+
+    The null rotates each partner layer's z-scores by a random orthogonal R: the rotated
+    neurons' cross sums are S R, computed once at the end, and their variances need only the
+    streamed squares of z_B R.
+    """
+
+    def __init__(self, n_anchor: int, n_layers: int, width: int, generator: torch.Generator):
+        self.width = width
+        self.sums = torch.zeros((n_anchor, n_layers * width), dtype=torch.float64)
+        self.rotations = [random_rotation(width, generator) for _ in range(n_layers)]
+        self.rotated_sq = torch.zeros(n_layers * width, dtype=torch.float64)
+
+    def update(self, z_anchor_t: torch.Tensor, z_partner: torch.Tensor) -> None:
+        for layer, rotation in enumerate(self.rotations):
+            block = slice(layer * self.width, (layer + 1) * self.width)
+            z_block = z_partner[:, block]
+            self.sums[:, block] += z_anchor_t @ z_block
+            self.rotated_sq[block] += ((z_block @ rotation) ** 2).sum(0)
+
+    def blocks(self, count: int, rotated: bool) -> Iterator[tuple[slice, torch.Tensor]]:
+        """(partner columns, float32 Pearson correlations [anchor, width]) per partner layer."""
+        for layer, rotation in enumerate(self.rotations):
+            block = slice(layer * self.width, (layer + 1) * self.width)
+            corr = (self.sums[:, block] / count).float()
+            if rotated:
+                std = (self.rotated_sq[block] / count).sqrt().float()
+                corr = (corr @ rotation) / std.clamp(min=1e-6)
+            yield block, corr
