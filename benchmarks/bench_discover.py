@@ -23,7 +23,7 @@ import torch
 
 from curate.demo_shards import build_demo_shards
 from probes.discovery import Corpus, aligned_batches
-from probes.discovery.run import full_source
+from probes.discovery.run import full_capture
 from probes.discovery.stream import CrossCorrelation
 from probes.engine import pick_dtype
 from probes.hooks import mlp_width, n_layers
@@ -67,9 +67,9 @@ def discovery_pass(models, data: Path, tokens: int, doc_tokens: int | None) -> d
     tokens/s, wall and CPU seconds, and per model the tokenizer's calls, texts and seconds."""
     counted = [replace(m, tokenizer=CountingTokenizer(m.tokenizer)) for m in models]
     corpus = Corpus(data, counted[0], tokens, heldout=0.0, doc_tokens=doc_tokens)
-    sources = [full_source(m, None) for m in counted]
+    captures = [full_capture(m, None) for m in counted]
     start, cpu, units = time.perf_counter(), time.process_time(), 0
-    for acts, _ in aligned_batches(corpus, sources, False, 2048, "forward"):
+    for acts, _ in aligned_batches(corpus, captures, False, 2048, "forward"):
         units += acts[0].shape[0]
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {

@@ -5,7 +5,7 @@ running in bf16 and stopping at the deepest probed layer makes probing several t
 a naive transformers loop and brings it within a small factor of what the CPU's matrix units
 allow. This script checks that claim on one set of documents, in one run:
 
-  (a) probe  - ProbeEngine(...).score(texts), dtype auto (bf16 where the CPU has bf16 hardware);
+  (a) probe  - ProbeEngine(...).probe(texts), dtype auto (bf16 where the CPU has bf16 hardware);
   (b) bare   - the HF model forward of the same layers, fp32, fixed-size padded batches in the
                documents' original order, truncated to max_length (full depth = the full model);
   (c) naive  - one document at a time, fp32, AutoModel forward with output_hidden_states=True,
@@ -164,7 +164,9 @@ def naive_runner(loaded: LoadedModel, requests: dict[int, list[int]]) -> Callabl
     def run(texts: Sequence[str]) -> list[dict[int, torch.Tensor]]:
         acts: dict[int, torch.Tensor] = {}
         handles = [
-            register_mlp_hook(model, loaded.family, layer, lambda a, k=layer: acts.update({k: a}))
+            register_mlp_hook(
+                model, loaded.model_type, layer, lambda a, k=layer: acts.update({k: a})
+            )
             for layer in requests
         ]
         results = []
@@ -260,7 +262,7 @@ def build_contenders(
     layers_run: int,
 ) -> dict[str, tuple[str, int, Callable]]:
     """name -> (table label, layers it runs, runner taking the texts)."""
-    span, depth_total = f"layers 0-{layers_run - 1}", n_layers(fp32.model, fp32.family)
+    span, depth_total = f"layers 0-{layers_run - 1}", n_layers(fp32.model, fp32.model_type)
     dtype_name = str(fast.model.dtype).removeprefix("torch.")
     contenders = {
         "probe": (
@@ -304,9 +306,10 @@ def main() -> None:
     fast = load_model(args.model, dtype)
     fp32 = load_model(args.model, torch.float32)
     hidden, mlp = fp32.model.config.hidden_size, fp32.model.config.intermediate_size
-    depth_total = n_layers(fp32.model, fp32.family)
+    depth_total = n_layers(fp32.model, fp32.model_type)
     layers = sorted({int(x) for x in args.layers.split(",")}) if args.layers else range(depth_total)
-    neuron_set = probe_neurons(layers, mlp_width(fp32.model, fp32.family), args.neurons_per_layer)
+    width = mlp_width(fp32.model, fp32.model_type)
+    neuron_set = probe_neurons(layers, width, args.neurons_per_layer)
     layers_run = max(layers) + 1
 
     texts, source = load_texts(args.corpus, args.docs)

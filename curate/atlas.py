@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from probes.batching import length_sorted_batches, pad
-from probes.capture import ActivationSource
+from probes.capture import ActivationCapture
 from probes.discovery.align import EncodedDoc
 from probes.discovery.corpus import Corpus, anchor_encodings
 from probes.hooks import hook_name
@@ -33,7 +33,7 @@ class Snippet:
 
 def build_atlas(
     result: NeuronArtifact,
-    source: ActivationSource,
+    capture: ActivationCapture,
     columns: torch.Tensor,
     data: Path,
     max_tokens: int,
@@ -42,7 +42,7 @@ def build_atlas(
 ) -> str:
     """The whole HTML page for the first `limit` neurons of `result`."""
     columns = columns[:limit]
-    best = _top_snippets(source, columns, data, max_tokens, snippets)
+    best = _top_snippets(capture, columns, data, max_tokens, snippets)
     cards = [_card(row, best[i], result.meta) for i, row in enumerate(result.rows()[:limit])]
     title = f"Neuron atlas: {html.escape(result.meta['models'][0]['name'])}"
     return _PAGE.format(
@@ -53,11 +53,11 @@ def build_atlas(
 
 
 def _top_snippets(
-    source: ActivationSource, columns: torch.Tensor, data: Path, max_tokens: int, n: int
+    capture: ActivationCapture, columns: torch.Tensor, data: Path, max_tokens: int, n: int
 ) -> list[list[Snippet]]:
     """Per neuron, the `n` documents with the highest single-token activation (best first)."""
     best: list[list[Snippet]] = [[] for _ in columns]
-    loaded = source.loaded
+    loaded = capture.loaded
     corpus = Corpus(data, loaded, max_tokens, heldout=0.0)
     docs = iter(tqdm(corpus, desc="atlas", unit="doc", leave=False))
     while True:
@@ -67,8 +67,8 @@ def _top_snippets(
         encoded = anchor_encodings(chunk)  # encoded at the model's full length
         for batch in length_sorted_batches([e.doc for e in encoded], 4096):
             input_ids, attention, content = pad(batch, loaded.pad_id)
-            layers = source.capture(input_ids, attention)
-            acts = torch.cat([layers[layer].float() for layer in source.requests], dim=-1)
+            layers = capture.capture(input_ids, attention)
+            acts = torch.cat([layers[layer].float() for layer in capture.requests], dim=-1)
             acts = acts[..., columns].masked_fill(~content.unsqueeze(-1), float("-inf"))
             peaks = acts.amax(dim=1)  # [docs, neurons]
             for row, doc in enumerate(batch):

@@ -105,7 +105,7 @@ def list_models() -> None:
     from probes.models import ALIASES
 
     for alias in ALIASES.values():
-        click.echo(f"{alias.name:14} {alias.family:6} {alias.description}")
+        click.echo(f"{alias.name:14} {alias.model_type:6} {alias.description}")
 
 
 def _register_stage_commands() -> None:

@@ -32,7 +32,7 @@ from filters.select import REASONS
 from probes import sidefile
 from probes.atomic import atomic_path, write_atomic
 from probes.errors import CurateError
-from probes.score_shards import CHUNK_DOCS
+from probes.prober import CHUNK_DOCS
 from probes.shards import dotted, list_shards, read_documents, shard_root
 
 PLAN_FILE = "plan.json"
@@ -144,7 +144,7 @@ class RosettaScorer(PipelineStep):
             return
         for chunk in self._chunks(data):
             with self.track_time("batch"):
-                scores = self.engine.score([doc.text for doc in chunk])
+                scores = self.engine.probe([doc.text for doc in chunk])
             columns = [n.column for n in self.engine.neurons]
             for i, doc in enumerate(chunk):
                 n = int(scores.n_tokens[i])

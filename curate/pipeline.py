@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from curate.cpt.config import BenchConfig
     from filters.selection import Selection
     from probes.neuronset import NeuronArtifact
-    from probes.score_shards import ProbeStats
+    from probes.prober import ProbeStats
 
 DEFAULT_MODEL = "minilm-l6"
 
@@ -61,7 +61,7 @@ def probe(job: ProbeJob) -> ProbeStats:
 
 
 def _probe(job: ProbeJob) -> ProbeStats:
-    from probes.score_shards import probe_directory
+    from probes.prober import probe_directory
 
     return probe_directory(
         job.shards,
@@ -396,12 +396,12 @@ def _top(job: TopJob) -> TopResult:
     result = neuronset.read(job.neurons)
     if result.size == 0:
         raise CurateError(f"{job.neurons} holds no Rosetta neurons")
-    source, columns = anchor_source(result, job.dtype)
+    capture, columns = anchor_capture(result, job.dtype)
     sides = {}
     for name, root in (("target", job.target), ("background", job.background)):
-        corpus = Corpus(root, source.loaded, job.max_tokens, heldout=0.0)
+        corpus = Corpus(root, capture.loaded, job.max_tokens, heldout=0.0)
         moments = Moments(len(columns))
-        for acts, _ in aligned_batches(corpus, [source], False, 4096, name):
+        for acts, _ in aligned_batches(corpus, [capture], False, 4096, name):
             moments.update(acts[0][:, columns])
         if moments.count < 2:
             raise CurateError(f"--{name} {root} has fewer than 2 tokens")
@@ -432,11 +432,11 @@ def _top(job: TopJob) -> TopResult:
     return TopResult(subset, [float(d[r]) for r in ranks])
 
 
-def anchor_source(result: NeuronArtifact, dtype: str):
+def anchor_capture(result: NeuronArtifact, dtype: str):
     """The anchor model's capture for a set's neurons, and their columns in rank order."""
     import torch
 
-    from probes.capture import ActivationSource
+    from probes.capture import ActivationCapture
     from probes.engine import pick_dtype
     from probes.models import load_model
 
@@ -450,7 +450,7 @@ def anchor_source(result: NeuronArtifact, dtype: str):
     neuron_set = result.neuron_set("artifact")
     ordered = [(n.layer, n.index) for n in neuron_set.ordered()]
     columns = torch.tensor([ordered.index((n.layer, n.index)) for n in neuron_set.neurons])
-    return ActivationSource(loaded, neuron_set.requests()), columns
+    return ActivationCapture(loaded, neuron_set.requests()), columns
 
 
 # ----------------------------------------------------------------------------------- neurons atlas
@@ -478,9 +478,9 @@ def atlas(job: AtlasJob) -> int:
     if result.size == 0:
         raise CurateError(f"{job.neurons} holds no Rosetta neurons")
     with output_folders((job.out, "--out"), file=True):
-        source, columns = anchor_source(result, job.dtype)
+        capture, columns = anchor_capture(result, job.dtype)
         page = build_atlas(
-            result, source, columns, job.data, job.max_tokens, job.snippets, job.limit
+            result, capture, columns, job.data, job.max_tokens, job.snippets, job.limit
         )
         write_atomic(job.out, page.encode("utf-8"))
     return min(job.limit, result.size)

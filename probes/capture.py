@@ -18,7 +18,7 @@ class _StopForward(Exception):
     """Raised inside the deepest hook: the layers after it are never computed."""
 
 
-class ActivationSource:
+class ActivationCapture:
     """A model plus the named hook points (and neuron indices) to read from it.
 
     `requests` maps a layer to the neuron indices wanted there (None = the whole layer).
@@ -27,7 +27,7 @@ class ActivationSource:
     def __init__(self, loaded: LoadedModel, requests: Mapping[int, list[int] | None]):
         if not requests:
             raise ValueError("no layers requested")
-        depth = n_layers(loaded.model, loaded.family)
+        depth = n_layers(loaded.model, loaded.model_type)
         bad = [layer for layer in requests if not 0 <= layer < depth]
         if bad:
             raise ValueError(f"layers {bad} out of range for {loaded.name} ({depth} layers)")
@@ -40,10 +40,10 @@ class ActivationSource:
         }
 
     def _hook(self, layer: int, keep: ActivationFn) -> torch.utils.hooks.RemovableHandle:
-        model, family, index = self.loaded.model, self.loaded.family, self._index[layer]
+        model, model_type, index = self.loaded.model, self.loaded.model_type, self._index[layer]
         if layer == self.deepest and index is not None:
-            return register_partial_mlp_hook(model, family, layer, index, keep)
-        return register_mlp_hook(model, family, layer, keep)
+            return register_partial_mlp_hook(model, model_type, layer, index, keep)
+        return register_mlp_hook(model, model_type, layer, keep)
 
     @property
     def hook_names(self) -> list[str]:

@@ -10,8 +10,7 @@ import torch
 
 from probes.aggregate import DEFAULT_AGGREGATION, aggregate
 from probes.batching import length_sorted_batches, pad, tokenize
-from probes.capture import ActivationSource
-from probes.errors import CurateError
+from probes.capture import ActivationCapture
 from probes.hooks import mlp_width, n_layers
 from probes.models import LoadedModel
 from probes.neuronset import NeuronSet
@@ -46,8 +45,8 @@ def pick_dtype(name: str) -> torch.dtype:
 
 
 @dataclass
-class Scores:
-    """Per-document results, in input order. Documents with no tokens get NaN scores."""
+class Probed:
+    """One probe of some texts, per document in input order (no tokens: NaN values)."""
 
     n_tokens: np.ndarray  # int64 [docs]: content tokens before truncation
     truncated: np.ndarray  # bool [docs]
@@ -56,7 +55,7 @@ class Scores:
 
 
 class ProbeEngine:
-    """Scores texts by the activations of a neuron set in one model."""
+    """Probes texts: the aggregated activations of a neuron set in one model, per document."""
 
     def __init__(
         self,
@@ -67,25 +66,20 @@ class ProbeEngine:
     ):
         neuron_set.check_fits(
             loaded.name,
-            n_layers(loaded.model, loaded.family),
-            mlp_width(loaded.model, loaded.family),
+            n_layers(loaded.model, loaded.model_type),
+            mlp_width(loaded.model, loaded.model_type),
         )
-        if neuron_set.model_hash and neuron_set.model_hash != loaded.content_hash:
-            raise CurateError(
-                f"neuron set {neuron_set.source} was made for a model with weights hash "
-                f"{neuron_set.model_hash}, but {loaded.name} has {loaded.content_hash}; "
-                "probe with the model it was discovered on"
-            )
+        neuron_set.check_model(loaded.name, loaded.content_hash)
         self.loaded = loaded
         self.agg = agg
         self.tokens_per_batch = tokens_per_batch
         self.neurons = neuron_set.ordered()
-        self.source = ActivationSource(loaded, neuron_set.requests())
+        self.source = ActivationCapture(loaded, neuron_set.requests())
         self.thresholds = torch.tensor([n.threshold for n in self.neurons])
         weights = torch.tensor([n.weight for n in self.neurons])
         self.weights = weights / weights.sum()
 
-    def score(self, texts: Sequence[str]) -> Scores:
+    def probe(self, texts: Sequence[str]) -> Probed:
         docs = tokenize(self.loaded.tokenizer, texts, self.loaded.max_length)
         values = np.full((len(docs), len(self.neurons)), np.nan, dtype=np.float32)
         scorable = [doc for doc in docs if doc.n_tokens > 0]
@@ -95,7 +89,7 @@ class ProbeEngine:
             acts = torch.cat([layers[layer] for layer in self.source.requests], dim=-1)
             per_doc = aggregate(acts, content, self.agg, self.thresholds)
             values[[doc.pos for doc in batch]] = per_doc.numpy()
-        return Scores(
+        return Probed(
             n_tokens=np.array([doc.n_tokens for doc in docs], dtype=np.int64),
             truncated=np.array([doc.truncated for doc in docs], dtype=bool),
             neurons=values,

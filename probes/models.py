@@ -34,7 +34,7 @@ from probes.families import family
 class ModelAlias:
     name: str
     description: str
-    family: str  # "bert" | "mpnet" | "llama"
+    model_type: str  # its family in probes/families: "bert" | "mpnet" | "llama"
 
 
 ALIASES: dict[str, ModelAlias] = {
@@ -88,7 +88,7 @@ def resolve_model_path(name_or_path: str) -> Path:
 class LoadedModel:
     name: str
     path: Path
-    family: str
+    model_type: str  # the config's model_type: which family in probes/families
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
     content_hash: str
@@ -138,7 +138,7 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
     return LoadedModel(
         name=name_or_path,
         path=path,
-        family=config.model_type,
+        model_type=config.model_type,
         model=model.eval(),
         tokenizer=tokenizer,
         content_hash=_content_hash(weights),

@@ -45,8 +45,18 @@ class Neuron:
 @dataclass(frozen=True)
 class NeuronSet:
     neurons: tuple[Neuron, ...]
-    source: str  # where it came from, for manifests and side-file metadata
+    origin: str  # where it came from (a path, or "inline JSON"), for messages
     model_hash: str | None = None  # content hash of the model it was made for, if known
+    model_name: str | None = None  # and that model's name
+
+    def check_model(self, name: str, content_hash: str) -> None:
+        """Refuse a model other than the one the set was made for (by weights, not by name)."""
+        if self.model_hash and self.model_hash != content_hash:
+            made_for = f"{self.model_name} (weights {self.model_hash})"
+            raise CurateError(
+                f"neuron set {self.origin} was made for {made_for}, but {name} has weights "
+                f"{content_hash}; probe with the model it was discovered on"
+            )
 
     def requests(self) -> dict[int, list[int]]:
         """Neuron indices per layer, in the order the score columns use."""
@@ -63,7 +73,7 @@ class NeuronSet:
         for neuron in self.neurons:
             if not (0 <= neuron.layer < n_layers and 0 <= neuron.index < width):
                 raise CurateError(
-                    f"neuron [{neuron.layer}, {neuron.index}] from {self.source} does not exist in "
+                    f"neuron [{neuron.layer}, {neuron.index}] from {self.origin} does not exist in "
                     f"{model_name} ({n_layers} layers of {width} MLP neurons)"
                 )
 
@@ -77,11 +87,11 @@ def load_neuron_set(spec: str) -> NeuronSet:
     """
     path = Path(spec)
     if spec.lstrip().startswith("["):  # before any path check: long JSON is no valid file name
-        text, source = spec, "inline JSON"
+        text, origin = spec, "inline JSON"
     elif path.is_dir():
         return read(path).neuron_set(str(path))
     elif path.is_file():
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        text, origin = path.read_text(encoding="utf-8"), str(path)
     else:
         raise CurateError(
             f"neuron set {spec!r} is neither a file nor a JSON list of [layer, index]"
@@ -89,16 +99,16 @@ def load_neuron_set(spec: str) -> NeuronSet:
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CurateError(f"{source}: invalid JSON: {exc}") from exc
+        raise CurateError(f"{origin}: invalid JSON: {exc}") from exc
     if not isinstance(entries, list) or not entries:
-        raise CurateError(f"{source}: expected a non-empty JSON list of [layer, index] pairs")
-    neurons = tuple(_parse_entry(entry, source, i) for i, entry in enumerate(entries))
+        raise CurateError(f"{origin}: expected a non-empty JSON list of [layer, index] pairs")
+    neurons = tuple(_parse_entry(entry, origin, i) for i, entry in enumerate(entries))
     if len(set((n.layer, n.index) for n in neurons)) != len(neurons):
-        raise CurateError(f"{source}: a neuron is listed twice")
-    return NeuronSet(neurons=neurons, source=source)
+        raise CurateError(f"{origin}: a neuron is listed twice")
+    return NeuronSet(neurons=neurons, origin=origin)
 
 
-def _parse_entry(entry: object, source: str, position: int) -> Neuron:
+def _parse_entry(entry: object, origin: str, position: int) -> Neuron:
     if isinstance(entry, dict):
         fields = entry
     elif isinstance(entry, list) and len(entry) == 2:
@@ -112,7 +122,7 @@ def _parse_entry(entry: object, source: str, position: int) -> Neuron:
     )
     if not ok:
         raise CurateError(
-            f"{source}: entry {position} is {json.dumps(entry)}; expected [layer, index] "
+            f"{origin}: entry {position} is {json.dumps(entry)}; expected [layer, index] "
             'or {"layer": L, "index": I, "threshold": T, "weight": W}'
         )
     return Neuron(
@@ -177,15 +187,16 @@ class NeuronArtifact:
         meta = {**self.meta, **extra, "neurons": len(ranks)}
         return NeuronArtifact(meta, tensors)
 
-    def neuron_set(self, source: str) -> NeuronSet:
+    def neuron_set(self, origin: str) -> NeuronSet:
         """The Rosetta rows as a probe's neurons, tied to the anchor's weights."""
         neurons = tuple(
             Neuron(row["layer"], row["index"], row["threshold"], row["weight"])
             for row in self.rows()
         )
         if not neurons:
-            raise CurateError(f"neuron set {source} holds no Rosetta neurons")
-        return NeuronSet(neurons, source, model_hash=self.meta["models"][0]["content_hash"])
+            raise CurateError(f"neuron set {origin} holds no Rosetta neurons")
+        anchor = self.meta["models"][0]
+        return NeuronSet(neurons, origin, anchor["content_hash"], anchor["name"])
 
 
 def check_out(out: Path, force: bool) -> None:

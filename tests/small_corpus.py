@@ -47,7 +47,7 @@ def scored_small_corpus() -> tuple[Path, Path]:
     finds the side files fresh and never re-probes.
     """
     from filters.recipe import load_recipe
-    from probes.score_shards import probe_directory
+    from probes.prober import probe_directory
 
     base = Path(tempfile.mkdtemp(prefix="rosetta-small-"))
     demo = build_demo_shards(base / "demo")

@@ -164,7 +164,7 @@ def test_probe_refuses_a_neuron_set_made_for_another_model(tmp_path):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert "was made for a model" in lines[0] and "mpnet-base" in lines[0]
+    assert "was made for minilm-l6" in lines[0] and "mpnet-base" in lines[0]
     assert not out.exists() or not any(out.rglob("*"))
 
 
@@ -201,3 +201,26 @@ def test_default_neuron_set_loads_and_agrees_with_its_meta_and_table():
     anchor = meta["models"][0]
     assert anchor["name"] == "minilm-l6" and anchor["role"] == "anchor"
     assert neuron_set.model_hash == anchor["content_hash"] == weights_hash("minilm-l6")
+
+
+def test_probe_refuses_the_wrong_model_before_loading_it(tmp_path, monkeypatch):
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the wrong model was loaded before the refusal")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", refuse)
+    shards = tmp_path / "shards" / "a.jsonl"
+    shards.parent.mkdir()
+    shards.write_text(json.dumps({"id": "a", "text": "Rivers carry silt to the sea."}) + "\n")
+    result = curate(
+        "probe",
+        shards.parent,
+        "--neurons",
+        DEFAULT_NEURONS,
+        "--model",
+        "mpnet-base",
+        "--out",
+        tmp_path / "o",
+    )
+    assert result.exit_code == 2 and "was made for minilm-l6" in result.output

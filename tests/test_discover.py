@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 
 from curate.discover_cli import discover as discover_cmd
 from curate.discover_cli import neurons as neurons_cmd
-from probes.capture import ActivationSource
+from probes.capture import ActivationCapture
 from probes.discovery import Corpus, Moments, Settings, discover, null_rate
 from probes.discovery.align import align, encode
 from probes.discovery.match import mutual_top_k
@@ -194,7 +194,7 @@ def test_cli_discover_show_top_atlas_and_probe_refusal(
     neuron_set = load_neuron_set(str(top_dir))
     assert len(neuron_set.neurons) == 5 and neuron_set.model_hash == minilm.content_hash
     ProbeEngine(minilm, neuron_set)  # the anchor model is accepted
-    with pytest.raises(CurateError, match="was made for a model"):
+    with pytest.raises(CurateError, match="was made for minilm-l6"):
         ProbeEngine(permuted[0], neuron_set)
 
 
@@ -218,7 +218,7 @@ def _token_activations(
 ) -> tuple[list[str], dict[tuple[int, int], np.ndarray]]:
     """The content tokens of `texts` (each cut to FRESH_TOKENS) and, per (layer, index), the
     neuron's float64 activation at each of them."""
-    source = ActivationSource(loaded, requests)
+    source = ActivationCapture(loaded, requests)
     tokens: list[str] = []
     columns: dict[tuple[int, int], list[np.ndarray]] = {}
     for lo in range(0, len(texts), 16):

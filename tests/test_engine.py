@@ -8,7 +8,7 @@ import torch
 from scipy.stats import spearmanr
 
 from probes.batching import length_sorted_batches, tokenize
-from probes.capture import ActivationSource
+from probes.capture import ActivationCapture
 from probes.engine import ProbeEngine
 from probes.hooks import register_mlp_hook
 from probes.models import load_model
@@ -22,8 +22,8 @@ def test_capture_returns_only_requested_neurons_and_stops_after_deepest_layer(mi
     tok = minilm.tokenizer(
         ["a short sentence about rivers", "tea"], padding=True, return_tensors="pt"
     )
-    whole = ActivationSource(minilm, {1: None, 3: None}).capture(tok.input_ids, tok.attention_mask)
-    some = ActivationSource(minilm, {1: [7, 300], 3: [1200]})
+    whole = ActivationCapture(minilm, {1: None, 3: None}).capture(tok.input_ids, tok.attention_mask)
+    some = ActivationCapture(minilm, {1: [7, 300], 3: [1200]})
     later_layer_ran = []
     handle = register_mlp_hook(minilm.model, "bert", 4, lambda a: later_layer_ran.append(1))
     try:
@@ -56,10 +56,10 @@ def test_long_documents_are_truncated_keeping_the_final_special_token(minilm):
 
 def test_scores_do_not_depend_on_batching(minilm, demo_texts):
     texts = demo_texts[:40]
-    small = ProbeEngine(minilm, NEURONS, agg="topk", tokens_per_batch=600).score(texts)
-    large = ProbeEngine(minilm, NEURONS, agg="topk", tokens_per_batch=20000).score(texts)
+    small = ProbeEngine(minilm, NEURONS, agg="topk", tokens_per_batch=600).probe(texts)
+    large = ProbeEngine(minilm, NEURONS, agg="topk", tokens_per_batch=20000).probe(texts)
     np.testing.assert_allclose(small.neurons, large.neurons, rtol=1e-4, atol=1e-4)
-    alone = ProbeEngine(minilm, NEURONS, agg="topk").score([texts[5]])
+    alone = ProbeEngine(minilm, NEURONS, agg="topk").probe([texts[5]])
     np.testing.assert_allclose(alone.neurons[0], large.neurons[5], rtol=1e-4, atol=1e-4)
 
 
@@ -72,14 +72,14 @@ def test_bf16_ranks_documents_like_fp32(minilm, demo_texts):
     shipped = load_neuron_set(DEFAULT_NEURONS)
     texts = demo_texts[::16]  # 48 documents, from every shard
     for agg in ("max_norm", "frac_above"):
-        exact = ProbeEngine(minilm, shipped, agg=agg).score(texts)
-        fast = ProbeEngine(bf16, shipped, agg=agg).score(texts)
+        exact = ProbeEngine(minilm, shipped, agg=agg).probe(texts)
+        fast = ProbeEngine(bf16, shipped, agg=agg).probe(texts)
         rho = spearmanr(exact.score, fast.score).statistic
         assert rho >= 0.99, f"{agg}: rank correlation {rho:.4f}"
 
 
 def test_documents_without_tokens_get_nan_and_zero_tokens(minilm):
-    scores = ProbeEngine(minilm, NEURONS).score(["\u200b", "real words here"])
+    scores = ProbeEngine(minilm, NEURONS).probe(["\u200b", "real words here"])
     assert scores.n_tokens.tolist()[0] == 0 and np.isnan(scores.score[0])
     assert scores.n_tokens[1] == 3 and np.isfinite(scores.score[1])
 
@@ -89,8 +89,8 @@ def test_only_requested_neurons_are_computed_alike_in_every_family(alias):
     """The deepest layer computes just the requested rows of its up-projection."""
     loaded = load_model(alias)
     tok = loaded.tokenizer(["Rivers carry silt to the sea."], return_tensors="pt")
-    whole = ActivationSource(loaded, {1: None, 3: None}).capture(tok.input_ids, tok.attention_mask)
-    part = ActivationSource(loaded, {1: [4], 3: [5, 900]}).capture(
+    whole = ActivationCapture(loaded, {1: None, 3: None}).capture(tok.input_ids, tok.attention_mask)
+    part = ActivationCapture(loaded, {1: [4], 3: [5, 900]}).capture(
         tok.input_ids, tok.attention_mask
     )
     torch.testing.assert_close(part[1], whole[1][..., [4]])

@@ -65,7 +65,7 @@ def test_unknown_name_suggests_close_alias() -> None:
 
 def test_minilm(minilm: LoadedModel) -> None:
     config = minilm.model.config
-    assert minilm.family == "bert" and type(minilm.model).__name__ == "BertModel"
+    assert minilm.model_type == "bert" and type(minilm.model).__name__ == "BertModel"
     assert (config.num_hidden_layers, config.intermediate_size) == (6, 1536)
     assert not minilm.model.training and minilm.tokenizer.is_fast
     assert load_model("minilm-l6").content_hash == minilm.content_hash
@@ -74,7 +74,7 @@ def test_minilm(minilm: LoadedModel) -> None:
 
 def test_mpnet(mpnet: LoadedModel) -> None:
     config = mpnet.model.config
-    assert mpnet.family == "mpnet" and type(mpnet.model).__name__ == "MPNetModel"
+    assert mpnet.model_type == "mpnet" and type(mpnet.model).__name__ == "MPNetModel"
     assert (config.num_hidden_layers, config.intermediate_size) == (12, 3072)
     assert mpnet.path == cache_dir() / "models" / "mpnet-base"
     assert paraphrase_margin(mpnet) > 0.3
@@ -82,7 +82,7 @@ def test_mpnet(mpnet: LoadedModel) -> None:
 
 def test_smollm(smollm: LoadedModel) -> None:
     config = smollm.model.config
-    assert smollm.family == "llama" and type(smollm.model).__name__ == "LlamaModel"
+    assert smollm.model_type == "llama" and type(smollm.model).__name__ == "LlamaModel"
     assert (config.num_hidden_layers, config.intermediate_size) == (30, 1536)
     assert config.tie_word_embeddings  # what lets next_token() read logits without a head
     assert next_token(smollm, "The capital of France is") == " Paris"
@@ -97,7 +97,7 @@ def test_a_document_longer_than_the_window_is_truncated_and_scored(
     loaded = request.getfixturevalue(fixture)
     words = 3 * loaded.max_length
     first_layer = NeuronSet((Neuron(0, 5), Neuron(0, 900)), "test")  # only layer 0 runs
-    scores = ProbeEngine(loaded, first_layer).score(["river " * words, "a river"])
+    scores = ProbeEngine(loaded, first_layer).probe(["river " * words, "a river"])
     assert scores.truncated.tolist() == [True, False]
     assert scores.n_tokens[0] >= words, "n_tokens counts the whole document"
     assert np.isfinite(scores.neurons).all()
@@ -110,7 +110,7 @@ def test_minilm_and_mpnet_share_word_pieces(minilm: LoadedModel, mpnet: LoadedMo
 
 def test_local_folder(minilm: LoadedModel) -> None:
     loaded = load_model(str(minilm.path))
-    assert loaded.name == str(minilm.path) and loaded.family == "bert"
+    assert loaded.name == str(minilm.path) and loaded.model_type == "bert"
     assert loaded.content_hash == minilm.content_hash
 
 

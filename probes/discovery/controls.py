@@ -55,13 +55,13 @@ def random_copy(loaded: LoadedModel, seed: int) -> LoadedModel:
     """A randomly initialised model of the same architecture and tokenizer (no download)."""
     torch.manual_seed(seed)
     config = loaded.model.config
-    model = AutoModel.from_config(config, attn_implementation=family(loaded.family).attention)
+    model = AutoModel.from_config(config, attn_implementation=family(loaded.model_type).attention)
     model = model.to(next(loaded.model.parameters()).dtype).eval()
     tag = hashlib.sha256(f"{loaded.content_hash}:random:{seed}".encode()).hexdigest()[:16]
     return LoadedModel(
         name=f"{loaded.name} (random init, seed {seed})",
         path=loaded.path,
-        family=loaded.family,
+        model_type=loaded.model_type,
         model=model,
         tokenizer=loaded.tokenizer,
         content_hash=tag,

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from probes.batching import length_sorted_batches, pad
-from probes.capture import ActivationSource
+from probes.capture import ActivationCapture
 from probes.discovery.align import EncodedDoc, align, encode
 from probes.discovery.controls import heldout_corr, null_threshold, random_copy
 from probes.discovery.corpus import Corpus, CorpusDoc, anchor_encodings
@@ -38,29 +38,29 @@ THRESHOLD_STDS = 2.0  # a Rosetta neuron's probe threshold: mean + 2 std of its 
 # ---------------------------------------------------------------------------- aligned batches
 
 
-def full_source(loaded: LoadedModel, layers: Sequence[int] | None) -> ActivationSource:
+def full_capture(loaded: LoadedModel, layers: Sequence[int] | None) -> ActivationCapture:
     """All MLP neurons of `layers` (default: every layer)."""
-    depth = n_layers(loaded.model, loaded.family)
+    depth = n_layers(loaded.model, loaded.model_type)
     chosen = range(depth) if layers is None else layers
     bad = [layer for layer in chosen if not 0 <= layer < depth]
     if bad:
         raise CurateError(f"layers {bad} do not exist in {loaded.name} ({depth} layers)")
-    return ActivationSource(loaded, {layer: None for layer in chosen})
+    return ActivationCapture(loaded, {layer: None for layer in chosen})
 
 
 def aligned_batches(
     corpus: Corpus,
-    sources: Sequence[ActivationSource],
+    captures: Sequence[ActivationCapture],
     heldout: bool,
     tokens_per_batch: int,
     desc: str,
 ) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
     """Per batch: each model's float32 [units, neurons] activations, and each unit's label.
 
-    `sources[0]` is the corpus anchor: its documents arrive already encoded.
+    `captures[0]` is the corpus anchor: its documents arrive already encoded.
     """
-    if sources[0].loaded is not corpus.anchor:
-        raise ValueError("the first source must be the corpus anchor")
+    if captures[0].loaded is not corpus.anchor:
+        raise ValueError("the first capture must be the corpus anchor's")
     expected = corpus.max_tokens * (corpus.heldout if heldout else 1 - corpus.heldout)
     with tqdm(total=int(expected), desc=desc, unit="tok", unit_scale=True, leave=False) as bar:
         window: list[CorpusDoc] = []
@@ -70,29 +70,30 @@ def aligned_batches(
             window.append(doc)
             if sum(d.n_tokens for d in window) >= WINDOW_BATCHES * tokens_per_batch:
                 yield from _window_batches(
-                    window, sources, corpus.doc_tokens, tokens_per_batch, bar
+                    window, captures, corpus.doc_tokens, tokens_per_batch, bar
                 )
                 window = []
         if window:
-            yield from _window_batches(window, sources, corpus.doc_tokens, tokens_per_batch, bar)
+            yield from _window_batches(window, captures, corpus.doc_tokens, tokens_per_batch, bar)
 
 
 def _window_batches(
     window: list[CorpusDoc],
-    sources: Sequence[ActivationSource],
+    captures: Sequence[ActivationCapture],
     doc_tokens: int,
     tokens_per_batch: int,
     bar: tqdm,
 ) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
     texts = [d.text for d in window]
     encoded = [anchor_encodings(window)] + [
-        encode(s.loaded.tokenizer, texts, min(s.loaded.max_length, doc_tokens)) for s in sources[1:]
+        encode(c.loaded.tokenizer, texts, min(c.loaded.max_length, doc_tokens))
+        for c in captures[1:]
     ]
     for batch in length_sorted_batches([e.doc for e in encoded[0]], tokens_per_batch):
         docs = [[enc[d.pos] for d in batch] for enc in encoded]
         flats, widths = [], []
-        for source, model_docs in zip(sources, docs, strict=True):
-            flat, width = _capture_flat(source, model_docs)
+        for capture, model_docs in zip(captures, docs, strict=True):
+            flat, width = _capture_flat(capture, model_docs)
             flats.append(flat)
             widths.append(width)
         alignment = align(docs, widths)
@@ -103,10 +104,12 @@ def _window_batches(
         bar.update(sum(len(d.ids) - sum(d.special) for d in batch))  # after the consumer's work
 
 
-def _capture_flat(source: ActivationSource, docs: Sequence[EncodedDoc]) -> tuple[torch.Tensor, int]:
+def _capture_flat(
+    capture: ActivationCapture, docs: Sequence[EncodedDoc]
+) -> tuple[torch.Tensor, int]:
     """[docs * width, neurons of all requested layers] float32 activations, and the width."""
-    input_ids, attention, _ = pad([d.doc for d in docs], source.loaded.pad_id)
-    layers = source.capture(input_ids, attention)
+    input_ids, attention, _ = pad([d.doc for d in docs], capture.loaded.pad_id)
+    layers = capture.capture(input_ids, attention)
     flat = torch.cat([a.reshape(-1, a.shape[-1]).float() for a in layers.values()], dim=1)
     return flat, input_ids.shape[1]
 
@@ -170,14 +173,14 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
         raise CurateError("discovery needs an anchor and at least one partner model")
     if settings.top_k < 1:
         raise CurateError(f"--top-k must be at least 1, not {settings.top_k}")
-    sources = [full_source(m, settings.layers) for m in models]
-    widths = [mlp_width(m.model, m.family) for m in models]
-    sizes = [len(s.requests) * w for s, w in zip(sources, widths, strict=True)]
+    captures = [full_capture(m, settings.layers) for m in models]
+    widths = [mlp_width(m.model, m.model_type) for m in models]
+    sizes = [len(s.requests) * w for s, w in zip(captures, widths, strict=True)]
     generator = torch.Generator().manual_seed(settings.seed)
 
     moments = [Moments(n) for n in sizes]
     units = Counter()
-    for acts, _ in aligned_batches(corpus, sources, False, settings.tokens_per_batch, "pass 1/3"):
+    for acts, _ in aligned_batches(corpus, captures, False, settings.tokens_per_batch, "pass 1/3"):
         units["discovery"] += acts[0].shape[0]
         for moment, x in zip(moments, acts, strict=True):
             moment.update(x)
@@ -187,11 +190,11 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
 
     cross = [
         CrossCorrelation(sizes[0], len(s.requests), w, generator)
-        for s, w in zip(sources[1:], widths[1:], strict=True)
+        for s, w in zip(captures[1:], widths[1:], strict=True)
     ]
     stats = NeuronStats(sizes[0])
     for acts, labels in aligned_batches(
-        corpus, sources, False, settings.tokens_per_batch, "pass 2/3"
+        corpus, captures, False, settings.tokens_per_batch, "pass 2/3"
     ):
         z = [m.standardize(x) for m, x in zip(moments, acts, strict=True)]
         z_anchor_t = z[0].T.contiguous()
@@ -200,7 +203,7 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
         stats.update(acts[0], z[0], labels)
 
     partners = []
-    for acc, source, width in zip(cross, sources[1:], widths[1:], strict=True):
+    for acc, capture, width in zip(cross, captures[1:], widths[1:], strict=True):
         matches = mutual_top_k(acc.blocks(count, rotated=False), sizes[0], settings.top_k)
         null = mutual_top_k(acc.blocks(count, rotated=True), sizes[0], settings.top_k)
         threshold = null_threshold(null, settings.null_quantile)
@@ -208,8 +211,8 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
         passes_null = (matches.corr > threshold) & (matches.corr > null.best)
         partners.append(
             PartnerResult(
-                model=source.loaded,
-                layers=list(source.requests),
+                model=capture.loaded,
+                layers=list(capture.requests),
                 width=width,
                 matches=matches,
                 null=null,
@@ -226,7 +229,7 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
     candidates = candidates.nonzero().squeeze(1)
     units["heldout"] = 0
     if len(candidates) and corpus.heldout > 0:
-        batches = aligned_batches(corpus, sources, True, settings.tokens_per_batch, "pass 3/3")
+        batches = aligned_batches(corpus, captures, True, settings.tokens_per_batch, "pass 3/3")
         buddies = [p.matches.buddy[candidates] for p in partners]
         corr, units["heldout"] = heldout_corr(
             batches, [m.mean for m in moments], candidates, buddies
@@ -249,7 +252,7 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
     result = stats.result()
     return Discovery(
         anchor=models[0],
-        anchor_layers=list(sources[0].requests),
+        anchor_layers=list(captures[0].requests),
         anchor_width=widths[0],
         partners=partners,
         rosetta=rosetta,
@@ -390,7 +393,7 @@ def _model_meta(loaded: LoadedModel, layers: list[int], width: int, role: str) -
     return {
         "name": loaded.name,
         "role": role,
-        "family": loaded.family,
+        "family": loaded.model_type,
         "content_hash": loaded.content_hash,
         "layers": layers,
         "width": width,

@@ -1,4 +1,4 @@
-"""Score every shard of a directory into row-aligned `.scores.parquet` side files.
+"""The probe stage: every shard of a directory into row-aligned `.scores.parquet` side files.
 
 A side file is written under a temporary name and renamed when complete, so a killed run
 leaves either a whole side file or none; a rerun skips side files whose recorded inputs
@@ -52,7 +52,7 @@ class ProbeStats:
 
 @dataclass
 class ShardProber:
-    """Scores the shards whose side files are missing or stale; loads the model only then."""
+    """Probes the shards whose side files are missing or stale; loads the model only then."""
 
     identity: dict  # from sidefile.identity()
     make_engine: Callable[[], ProbeEngine]
@@ -118,7 +118,7 @@ class ShardProber:
         schema: pa.Schema,
         stats: ProbeStats,
     ) -> pa.Table:
-        scores = engine.score([doc.text for doc in chunk])
+        scores = engine.probe([doc.text for doc in chunk])
         errors = [doc.error for doc in chunk]
         for i, doc in enumerate(chunk):
             if doc.error is None and scores.n_tokens[i] == 0:
@@ -163,10 +163,10 @@ def probe_directory(
     """Load the model and neuron set, then score every shard of `shard_dir` into `out_dir`."""
     list_shards(shard_dir)  # fail on a bad directory before paying for a model load
     neuron_set = load_neuron_set(neurons)
+    model_hash = weights_hash(model)
+    neuron_set.check_model(model, model_hash)  # before paying for the model load
     entries = [(n.layer, n.index, n.threshold, n.weight) for n in neuron_set.ordered()]
-    identity = sidefile.identity(
-        model, weights_hash(model), entries, agg, text_key, id_key, on_error
-    )
+    identity = sidefile.identity(model, model_hash, entries, agg, text_key, id_key, on_error)
 
     def make_engine() -> ProbeEngine:
         loaded = load_model(model, dtype=pick_dtype(dtype))
