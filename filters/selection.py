@@ -18,7 +18,7 @@ from filters.recipe import Recipe
 from filters.report import KeyHistogram
 from filters.rows import Corpus, Rows, directory_source, side_file_chunks
 from filters.rule import KEPT, CutSpec, Rule, fit_rule
-from filters.select import REASONS, Cut, rank_order, select, sketch_cut
+from filters.select import REASONS, Cut, select, sketch_cut
 from filters.stats import CorpusStats
 from probes.errors import CurateError
 
@@ -225,8 +225,8 @@ def _list_kept(corpus, chunks, rule: Rule, found, stats: CorpusStats, budget, hi
         hist.add(key[chunk.ok], key[keep])
         if keep.any():
             k, t = key[keep], chunk.tie[keep]
-            last = rank_order(k, t)[-1]
-            candidate = Cut(float(k[last]), int(t[last]))
+            lowest_key = k.min()
+            candidate = Cut(float(lowest_key), int(t[k == lowest_key].min()))
             if lowest is None or (candidate.key, candidate.tie) < (lowest.key, lowest.tie):
                 lowest = candidate
     hist.threshold = lowest.key if lowest is not None else None
