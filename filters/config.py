@@ -18,6 +18,24 @@ from typing import Any, Union, get_args, get_origin
 from probes.errors import CurateError
 
 
+def find_file(name_or_path: str, folder: Path, what: str) -> Path:
+    """A config file: an existing path, or the name of one bundled in `folder` (with the closest
+    bundled name suggested when neither)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    bundled = folder / f"{name_or_path.removesuffix('.toml')}.toml"
+    if bundled.is_file():
+        return bundled
+    names = sorted(p.stem for p in folder.glob("*.toml"))
+    close = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise CurateError(
+        f"{what} {name_or_path!r} is neither a file nor a bundled {what}; {hint}"
+        f"bundled: {', '.join(names)}"
+    )
+
+
 def sections_of(cls: type) -> dict[str, type]:
     """The fields of a config class that are themselves dataclasses: its TOML tables."""
     return {f.name: f.type for f in dataclasses.fields(cls) if dataclasses.is_dataclass(f.type)}

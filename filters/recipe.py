@@ -6,7 +6,6 @@ fails loudly, naming the key and the closest valid one, instead of silently usin
 """
 
 import dataclasses
-import difflib
 import json
 import math
 import re
@@ -15,7 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from filters.config import build, read_merged
+from filters.config import build, find_file, read_merged
 from probes import sidefile
 from probes.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
 from probes.errors import CurateError
@@ -166,19 +165,7 @@ def bundled_recipes() -> list[Path]:
 
 def find_recipe(name_or_path: str) -> Path:
     """A recipe file: an existing path, or the name of a bundled recipe."""
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path
-    bundled = RECIPES_DIR / f"{name_or_path.removesuffix('.toml')}.toml"
-    if bundled.is_file():
-        return bundled
-    names = [p.stem for p in bundled_recipes()]
-    close = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise CurateError(
-        f"recipe {name_or_path!r} is neither a file nor a bundled recipe; {hint}"
-        f"bundled: {', '.join(names)}"
-    )
+    return find_file(name_or_path, RECIPES_DIR, "recipe")
 
 
 def load_recipe(name_or_path: str) -> Recipe:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from curate.cpt.loop import TrainConfig
 from curate.cpt.model import PRETRAIN, ModelConfig
-from filters.config import build, read_merged
+from filters.config import build, find_file, read_merged
 from filters.recipe import RECIPES_DIR, find_recipe
 from probes.errors import CurateError
 
@@ -95,19 +95,8 @@ class BenchConfig:
         return sorted({max(1, round(m * self.grid.budget)) for m in self.grid.multiples})
 
 
-def bundled_configs() -> list[Path]:
-    return sorted(BENCH_DIR.glob("*.toml"))
-
-
 def find_config(name_or_path: str) -> Path:
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path
-    bundled = BENCH_DIR / f"{name_or_path.removesuffix('.toml')}.toml"
-    if bundled.is_file():
-        return bundled
-    names = ", ".join(p.stem for p in bundled_configs())
-    raise CurateError(f"bench config {name_or_path!r} is neither a file nor bundled ({names})")
+    return find_file(name_or_path, BENCH_DIR, "bench config")
 
 
 def load_config(name_or_path: str) -> BenchConfig:
