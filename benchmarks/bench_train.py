@@ -1,11 +1,11 @@
-"""Training throughput of the bench's masked-LM loop against the GEMM bound of its dtype.
+"""Training throughput of the bench's LM training loop against the GEMM bound of its dtype.
 
 Why: `curate bench` spends most of its time in `curate.cpt.loop.train`; this measures that loop
-(the real model, masking, AdamW, on real text when ../shared/data is present, else the demo
-corpus) in fp32 and under bf16 autocast, and the machine's matmul peak for both dtypes in the same
-run, so the ratio is honest on any CPU. FLOPs per token count the matmuls of forward and
-backward (6 x the linear weights a token passes through, the attention products, and the MLM
-head at the masked share of positions).
+(the real model and objective, AdamW, on real text when ../shared/data is present, else the
+demo corpus) in fp32 and under bf16 autocast, and the machine's matmul peak for both dtypes in
+the same run, so the ratio is honest on any CPU. FLOPs per token count the matmuls of forward
+and backward (6 x the linear weights a token passes through, the attention products, and the
+LM head: at every position for a causal model, at the masked share for a masked LM).
 
     python benchmarks/bench_train.py [--config default] [--steps 12]
 
@@ -57,9 +57,12 @@ def texts(limit: int = 400) -> list[str]:
 
 def flops_per_token(cfg, vocab: int, mask_prob: float) -> float:
     h, m, layers, t = cfg.hidden, cfg.mlp, cfg.layers, cfg.seq_len
-    linear = layers * (4 * h * h + 2 * h * m)  # q, k, v, o and the MLP, per token
+    causal = cfg.objective == model.CAUSAL
+    mlp = (3 if causal else 2) * h * m  # SwiGLU (gate, up, down) or GELU (up, down)
+    linear = layers * (4 * h * h + mlp)  # q, k, v, o and the MLP, per token
     attention = layers * 2 * t * h  # q.k and attn.v, per token
-    head = mask_prob * (h * h + h * vocab)  # transform and output matrix at masked positions
+    # the output matrix at every position (causal), or transform + output at masked positions
+    head = h * vocab if causal else mask_prob * (h * h + h * vocab)
     return 6 * (linear + attention + head)
 
 

@@ -39,6 +39,37 @@ def _classification(n: int = 400, seed: int = 0) -> dict:
     return {"label": label, "predicted": predicted, "true_probability": rng.uniform(0.2, 0.9, n)}
 
 
+def _series(reference_curve: dict[int, float], noise: float = 0.01):
+    """A lower-is-better metric whose reference arm has `reference_curve` (tokens -> loss)."""
+    from curate.cpt.report import Series
+
+    rng = np.random.default_rng(0)
+    reps = {t: v + noise * rng.standard_normal(200) for t, v in reference_curve.items()}
+    return Series(
+        name="target",
+        higher=False,
+        margin=0.02,
+        base=5.0 + noise * rng.standard_normal(200),
+        arms={"unfiltered": reps},
+        points={"unfiltered": dict(reference_curve)},
+        base_point=5.0,
+    )
+
+
+def test_savings_need_the_reference_to_move_between_the_smallest_t_and_b():
+    from curate.cpt.report import sensitivity
+
+    moving = sensitivity(_series({10: 4.9, 100: 4.5, 300: 4.2}), "unfiltered", 100)
+    assert moving["resolved"] and moving["savings_resolved"]
+    assert moving["below_budget"]["change"] == pytest.approx(-0.4)
+    # moves from T = 0 to the largest T, but is flat from the smallest T to B: no savings
+    flat = sensitivity(_series({10: 4.5, 100: 4.5, 300: 4.2}), "unfiltered", 100)
+    assert flat["resolved"] and not flat["savings_resolved"]
+    assert flat["below_budget"]["verdict"] == "cannot resolve at this scale"
+    still = sensitivity(_series({10: 5.0, 100: 5.0, 300: 5.0}), "unfiltered", 100)
+    assert not still["resolved"] and not still["savings_resolved"]
+
+
 def test_metrics_equal_their_direct_formulas_and_weights_act_as_repeats():
     out = _classification()
     y, p = out["label"] == 1, out["predicted"] == 1
@@ -142,6 +173,57 @@ def test_packed_rows_are_full_cls_to_sep_sequences():
     assert (seq[:, -1] == tokenizer.sep_token_id).all()
     content = seq[~special].tolist()
     assert content[: len(ids[0]) + len(ids[1])] == ids[0] + ids[1]
+
+
+@pytest.mark.parametrize(
+    "model_section, message",
+    [
+        ('objective = "lstm"', "model.objective must be 'causal' or 'mlm'"),
+        ('base = "minilm-l6"', "set model.objective = 'mlm'"),
+    ],
+)
+def test_a_bench_config_with_a_bad_objective_is_refused(tmp_path, model_section, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'version = 1\ninclude = "tiny"\n[model]\n{model_section}\n')
+    with pytest.raises(CurateError, match=message):
+        load_config(str(path))
+
+
+def test_causal_positions_predict_the_next_content_token():
+    tokenizer = model.load_tokenizer("minilm-l6")
+    config = load_config(MICRO)
+    net = model.fresh_model(config.model, tokenizer, 0)
+    assert net.causal and config.model.objective == model.CAUSAL
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    ids = torch.tensor([[cls, 11, 12, sep, 13, sep]])
+    special = torch.tensor([[True, False, False, True, False, True]])
+    _, positions, labels = loop.objective_batch(net, ids, special, 0.15, 0, 0)
+    # a position predicts the token after it, and only content tokens are predicted
+    assert positions.tolist() == [[True, True, False, True, False, False]]
+    assert labels.tolist() == [11, 12, 13]
+
+
+@pytest.mark.parametrize("objective", [model.CAUSAL, model.MLM])
+def test_a_saved_model_loads_with_its_objective_and_the_same_loss(tmp_path, objective):
+    from dataclasses import replace
+
+    tokenizer = model.load_tokenizer("minilm-l6")
+    config = replace(load_config(MICRO).model, objective=objective)
+    seq, special = data.pack(
+        data.token_ids(tokenizer, ["a few words for the loss, and a few more"] * 8),
+        tokenizer,
+        config.seq_len,
+    )
+    net = model.fresh_model(config, tokenizer, 0)
+    model.save(net, tmp_path)
+    loaded = model.load(tmp_path)
+    assert loaded.causal == (objective == model.CAUSAL)
+    before = loop.lm_loss(net, seq, special, tokenizer.mask_token_id)
+    after = loop.lm_loss(loaded, seq, special, tokenizer.mask_token_id)
+    assert torch.equal(before[1], after[1]) and torch.allclose(before[0], after[0])
+    # an untrained model is near chance: about log(vocabulary) per predicted token
+    per_token = float(before[0].sum() / before[1].sum())
+    assert abs(per_token - np.log(len(tokenizer))) < 1.0
 
 
 def test_training_resumes_from_a_checkpoint_to_the_same_weights(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ The run, top to bottom:
    head fitted on it), then evaluated as T = 0;
 3. for each seed, arm and token count T of the grid: select T tokens from the selection pool
    with the filter stage (`curate.pipeline.filter`), continue pre-training the base for exactly
-   T tokens, evaluate (target masked-LM loss, frozen GLUE probes) and keep the per-example
+   T tokens, evaluate (target LM loss, frozen GLUE probes) and keep the per-example
    outputs; a finished run is never redone, an unfinished one resumes from its checkpoint;
 4. statistics and the report (report.py).
 """
@@ -160,10 +160,12 @@ class Bench:
 
     # ------------------------------------------------------------------------------- runs
 
-    def evaluate(self, net: model.MaskedLM, finetune_seed: int | None) -> dict[str, np.ndarray]:
+    def evaluate(
+        self, net: model.LanguageModel, finetune_seed: int | None
+    ) -> dict[str, np.ndarray]:
         """Per-example outputs: target loss per sequence, probe predictions per task, and
         fine-tuned predictions per task when `finetune_seed` is given."""
-        loss_sum, count = loop.masked_lm_loss(net, *self.target_seq, self.mask_id)
+        loss_sum, count = loop.lm_loss(net, *self.target_seq, self.mask_id)
         out = {"target/loss_sum": loss_sum.numpy(), "target/count": count.numpy()}
         e = self.config.eval
         for task in self.tasks:

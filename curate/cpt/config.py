@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curate.cpt.loop import TrainConfig
-from curate.cpt.model import PRETRAIN, ModelConfig
+from curate.cpt.model import CAUSAL, MLM, PRETRAIN, ModelConfig
 from filters.config import build, find_file, read_merged
 from filters.recipe import RECIPES_DIR, find_recipe
 from probes.errors import CurateError
@@ -127,6 +127,7 @@ def check(config: BenchConfig, where: str) -> None:
         ("train.lr", t.lr > 0, "> 0"),
         ("train.mask_prob", 0 < t.mask_prob < 1, "in (0, 1)"),
         ("model.seq_len", config.model.seq_len >= 8, ">= 8"),
+        ("model.objective", config.model.objective in (CAUSAL, MLM), f"{CAUSAL!r} or {MLM!r}"),
         ("arms.names", len(a.names) >= 1, "at least one arm"),
         ("arms.reference", a.reference in a.names, "one of arms.names"),
         ("arms.top_neurons", a.top_neurons >= 1, ">= 1"),
@@ -136,6 +137,11 @@ def check(config: BenchConfig, where: str) -> None:
             section, key = name.split(".")
             value = getattr(getattr(config, section), key)
             raise CurateError(f"{where}: {name} must be {expected}, got {json.dumps(value)}")
+    if config.model.base != PRETRAIN and config.model.objective != MLM:
+        raise CurateError(
+            f"{where}: model.base = {config.model.base!r} is an existing encoder, continued with a "
+            f"new masked-LM head: set model.objective = {MLM!r}"
+        )
     if config.model.base == PRETRAIN and pool.generic_share == 0:
         raise CurateError(f"{where}: model.base = 'pretrain' needs pool.generic_share > 0")
     for arm in a.names:

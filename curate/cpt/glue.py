@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from curate.cpt.data import Split, Task
-from curate.cpt.model import MaskedLM
+from curate.cpt.model import LanguageModel
 
 MAX_LENGTH = 128
 FINETUNED = "finetuned:"  # prefix of a task's outputs after fine-tuning the whole encoder
@@ -33,7 +33,7 @@ class TaskOutput:
 
 @torch.inference_mode()
 def features(
-    model: MaskedLM, tokenizer: PreTrainedTokenizerBase, split: Split, batch: int = 64
+    model: LanguageModel, tokenizer: PreTrainedTokenizerBase, split: Split, batch: int = 64
 ) -> np.ndarray:
     """[examples, hidden] mean-pooled last-layer states, in length-sorted batches."""
     model.eval()
@@ -105,7 +105,7 @@ def fit_and_predict(task: Task, train_x: np.ndarray, val_x: np.ndarray, train_y:
 
 
 def probe_task(
-    model: MaskedLM,
+    model: LanguageModel,
     tokenizer: PreTrainedTokenizerBase,
     task: Task,
     train_rows: np.ndarray,
@@ -122,7 +122,7 @@ def probe_task(
 
 
 def finetune_task(
-    model: MaskedLM,
+    model: LanguageModel,
     tokenizer: PreTrainedTokenizerBase,
     task: Task,
     train_rows: np.ndarray,

@@ -1,7 +1,8 @@
-"""Masked-LM training on packed sequences, readable top to bottom (after nanoGPT).
+"""Language-model training on packed sequences, readable top to bottom (after nanoGPT).
 
 One call trains one run: a model, the packed token sequences of one selection, a token count
-T and a seed. Every run with the same settings takes the same number of steps for the same T,
+T and a seed; the model's objective says what is predicted (the next token, or masked
+tokens). Every run with the same settings takes the same number of steps for the same T,
 the learning rate warms up and then decays linearly to zero exactly at T, and the seed alone
 fixes the batch order and the masks, so seed k is paired across arms. A run checkpoints every
 few minutes (model, optimizer, step: safetensors and a weights-only torch file, written
@@ -17,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from curate.cpt.model import MaskedLM
+from curate.cpt.model import LanguageModel
 from probes.atomic import atomic_path
 from probes.engine import cpu_has_amx
 
@@ -45,7 +46,7 @@ class TrainResult:
     seconds: float
     tokens_per_second: float
     dtype: str
-    losses: list[list[float]] = field(default_factory=list)  # [step, mean masked loss]
+    losses: list[list[float]] = field(default_factory=list)  # [step, mean token loss]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +95,24 @@ def mask_tokens(
     return inputs, masked, labels
 
 
+def objective_batch(
+    model: LanguageModel,
+    ids: torch.Tensor,
+    special: torch.Tensor,
+    prob: float,
+    mask_id: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs, positions, labels) for `model.token_losses`: every position predicting the next
+    content token (causal), or BERT-masked positions predicting themselves (masked LM)."""
+    if model.causal:
+        target = ~special[:, 1:]
+        positions = torch.cat([target, torch.zeros_like(target[:, :1])], 1)
+        return ids, positions, ids[:, 1:][target]
+    vocab = model.encoder.config.vocab_size
+    return mask_tokens(ids, special, prob, vocab, mask_id, seed)
+
+
 def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
     """Sequence indices of one step: epoch e visits a permutation seeded by (seed, e)."""
     positions = torch.arange(step * batch, (step + 1) * batch)
@@ -106,7 +125,7 @@ def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
 
 
 def train(
-    model: MaskedLM,
+    model: LanguageModel,
     sequences: torch.Tensor,
     special: torch.Tensor,
     tokens: int,
@@ -123,7 +142,6 @@ def train(
     steps = steps_for(tokens, config.batch, seq_len)
     params = trainable if trainable is not None else list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    vocab = model.encoder.config.vocab_size
     dtype = autocast_dtype(config.dtype)
     start, losses, spent = _resume(folder / CHECKPOINT, model, optimizer)
     model.train()
@@ -135,16 +153,16 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, steps, config)
             index = batch_indices(step, config.batch, n, seed)
-            inputs, masked, labels = mask_tokens(
+            batch = objective_batch(
+                model,
                 sequences[index].long(),
                 special[index],
                 config.mask_prob,
-                vocab,
                 mask_id,
                 seed * 1_000_003 + step,
             )
             with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = model.masked_loss(inputs, masked, labels).mean()
+                loss = model.token_losses(*batch).mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
@@ -174,7 +192,7 @@ def train(
 
 
 def _checkpoint(
-    folder: Path, model: MaskedLM, optimizer: torch.optim.Optimizer, step: int, losses, seconds
+    folder: Path, model: LanguageModel, optimizer: torch.optim.Optimizer, step: int, losses, seconds
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "optimizer.pt") as tmp:
@@ -187,7 +205,7 @@ def _checkpoint(
         tmp.write_text(json.dumps({"step": step, "losses": losses, "seconds": seconds}))
 
 
-def _resume(folder: Path, model: MaskedLM, optimizer) -> tuple[int, list, float]:
+def _resume(folder: Path, model: LanguageModel, optimizer) -> tuple[int, list, float]:
     """(step to start from, losses so far, seconds spent) from a complete checkpoint, if any."""
     state_path = folder / "state.json"
     if not state_path.is_file():
@@ -203,26 +221,25 @@ def _resume(folder: Path, model: MaskedLM, optimizer) -> tuple[int, list, float]
 
 
 @torch.inference_mode()
-def masked_lm_loss(
-    model: MaskedLM,
+def lm_loss(
+    model: LanguageModel,
     sequences: torch.Tensor,
     special: torch.Tensor,
     mask_id: int,
     batch: int = 64,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sequence: (sum of masked-token losses, masked tokens), with masks fixed by `seed`
-    so every model is scored on the same positions."""
+    """Per sequence: (sum of predicted-token losses, predicted tokens); masks (masked LM) are
+    fixed by `seed`, so every model is scored on the same positions."""
     model.eval()
     sums, counts = [], []
-    vocab = model.encoder.config.vocab_size
     for start in range(0, len(sequences), batch):
         ids = sequences[start : start + batch].long()
-        inputs, masked, labels = mask_tokens(
-            ids, special[start : start + batch], 0.15, vocab, mask_id, seed * 7919 + start
+        inputs, positions, labels = objective_batch(
+            model, ids, special[start : start + batch], 0.15, mask_id, seed * 7919 + start
         )
-        loss = model.masked_loss(inputs, masked, labels)
-        row = masked.nonzero()[:, 0]
+        loss = model.token_losses(inputs, positions, labels)
+        row = positions.nonzero()[:, 0]
         sums.append(torch.zeros(len(ids)).index_add_(0, row, loss))
-        counts.append(masked.sum(1))
+        counts.append(positions.sum(1))
     return torch.cat(sums), torch.cat(counts)

@@ -1,8 +1,10 @@
-"""The model the harness continues pre-training: an encoder plus a masked-LM head.
+"""The model the harness continues pre-training: a transformer body plus an LM head.
 
-The head (dense, GELU, LayerNorm, then the input embeddings as the output matrix) is evaluated
-only at masked positions, so its cost is a sixth of a full-vocabulary head's. Checkpoints are
-plain safetensors beside the encoder's config.json: nothing is unpickled when they load.
+Two objectives. `causal`: a small Llama (pre-norm) the tool pre-trains itself, predicting the
+next token at every position. `mlm`: a BERT encoder (the tool's own or an existing one) with a
+masked-LM head (dense, GELU, LayerNorm) evaluated only at masked positions. Both heads use the
+input embeddings as the output matrix. Checkpoints are plain safetensors beside the body's
+config.json: nothing is unpickled when they load.
 """
 
 import json
@@ -13,21 +15,31 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    LlamaConfig,
+    PreTrainedTokenizerBase,
+)
 
 from probes.atomic import atomic_path
 from probes.models import resolve_model_path
 
-PRETRAIN = "pretrain"  # ModelConfig.base: a small encoder the tool pre-trains itself
+PRETRAIN = "pretrain"  # ModelConfig.base: a small model the tool pre-trains itself
+CAUSAL, MLM = "causal", "mlm"  # ModelConfig.objective
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model continues pre-training: a small BERT the tool pre-trains (`base = "pretrain"`,
-    sized by the fields below) or an existing encoder (an alias or folder) given a new head."""
+    """Which model continues pre-training: a small model the tool pre-trains (`base =
+    "pretrain"`, sized by the fields below) or an existing encoder (an alias or folder) given a
+    new masked-LM head."""
 
     base: str = PRETRAIN
+    objective: str = CAUSAL  # causal: a small Llama; mlm: a small BERT (an existing encoder: mlm)
     tokenizer: str = "minilm-l6"  # alias or folder; also counts every token budget
     hidden: int = 256
     layers: int = 4
@@ -36,22 +48,29 @@ class ModelConfig:
     seq_len: int = 128
 
 
-class MaskedLM(nn.Module):
-    def __init__(self, encoder: nn.Module):
+class LanguageModel(nn.Module):
+    """A body (`encoder`, bidirectional or causal) and an LM head tied to its input embeddings."""
+
+    def __init__(self, encoder: nn.Module, causal: bool):
         super().__init__()
         self.encoder = encoder
+        self.causal = causal
         hidden = encoder.config.hidden_size
-        self.transform = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
+        self.transform = (
+            nn.Identity()
+            if causal
+            else nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
+        )
         self.bias = nn.Parameter(torch.zeros(encoder.config.vocab_size))
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    def masked_loss(
-        self, input_ids: torch.Tensor, masked: torch.Tensor, labels: torch.Tensor
+    def token_losses(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
-        """Cross-entropy per masked position (`masked` [batch, seq] bool, `labels` its ids)."""
-        states = self.transform(self.hidden(input_ids)[masked])
+        """Cross-entropy of `labels` predicted at `positions` ([batch, seq] bool, row-major)."""
+        states = self.transform(self.hidden(input_ids)[positions])
         weight = self.encoder.get_input_embeddings().weight
         logits = F.linear(states, weight, self.bias)
         return F.cross_entropy(logits.float(), labels, reduction="none")
@@ -67,36 +86,44 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(resolve_model_path(name), local_files_only=True)
 
 
-def fresh_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> MaskedLM:
-    """A randomly initialised small BERT with the tokenizer's vocabulary (no download)."""
+def fresh_model(
+    config: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int
+) -> LanguageModel:
+    """A randomly initialised small Llama (`causal`) or BERT (`mlm`) with the tokenizer's
+    vocabulary (no download)."""
     torch.manual_seed(seed)
-    encoder_config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=config.hidden,
-        num_hidden_layers=config.layers,
-        num_attention_heads=config.heads,
-        intermediate_size=config.mlp,
-        max_position_embeddings=max(config.seq_len, 512),
-        pad_token_id=tokenizer.pad_token_id or 0,
-    )
-    encoder = AutoModel.from_config(encoder_config, attn_implementation="sdpa")
-    return MaskedLM(encoder)
+    shape = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": config.hidden,
+        "num_hidden_layers": config.layers,
+        "num_attention_heads": config.heads,
+        "intermediate_size": config.mlp,
+        "max_position_embeddings": max(config.seq_len, 512),
+        "pad_token_id": tokenizer.pad_token_id or 0,
+    }
+    if config.objective == CAUSAL:
+        body_config = LlamaConfig(num_key_value_heads=config.heads, **shape)
+    else:
+        body_config = BertConfig(**shape)
+    body = AutoModel.from_config(body_config, attn_implementation="sdpa")
+    return LanguageModel(body, causal=config.objective == CAUSAL)
 
 
-def encoder_with_new_head(name: str, seed: int) -> MaskedLM:
+def encoder_with_new_head(name: str, seed: int) -> LanguageModel:
     """An existing encoder (alias or folder) with a freshly initialised MLM head."""
     encoder = AutoModel.from_pretrained(
         resolve_model_path(name), local_files_only=True, use_safetensors=True
     )
     torch.manual_seed(seed)
-    return MaskedLM(encoder)
+    return LanguageModel(encoder, causal=False)
 
 
-def save(model: MaskedLM, folder: Path, extra: dict | None = None) -> None:
+def save(model: LanguageModel, folder: Path, extra: dict | None = None) -> None:
     """config.json (the encoder's, plus `extra`) and model.safetensors, each written atomically;
     the weights last, so a folder with weights is always whole."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"encoder": model.encoder.config.to_dict(), **(extra or {})}
+    objective = CAUSAL if model.causal else MLM
+    config = {"encoder": model.encoder.config.to_dict(), "objective": objective, **(extra or {})}
     with atomic_path(folder / CONFIG) as tmp:
         tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -105,11 +132,11 @@ def save(model: MaskedLM, folder: Path, extra: dict | None = None) -> None:
         save_file(state, tmp)
 
 
-def load(folder: Path) -> MaskedLM:
-    config = json.loads((folder / CONFIG).read_text())["encoder"]
-    encoder_config = AutoConfig.for_model(**config)
+def load(folder: Path) -> LanguageModel:
+    saved = json.loads((folder / CONFIG).read_text())
+    encoder_config = AutoConfig.for_model(**saved["encoder"])
     encoder = AutoModel.from_config(encoder_config, attn_implementation="sdpa")
-    model = MaskedLM(encoder)
+    model = LanguageModel(encoder, causal=saved.get("objective") == CAUSAL)
     state = load_file(folder / WEIGHTS)
     model.load_state_dict(state, strict=False)
     missing = set(model.state_dict()) - set(state) - {"encoder.embeddings.position_ids"}

@@ -148,25 +148,46 @@ def _average(name: str, parts: list[Series], margin: float) -> Series:
     )
 
 
-def sensitivity(series: Series, reference: str) -> dict:
-    """Does the metric move with tokens at all? The reference arm from T = 0 to its largest T."""
-    by_t = series.arms.get(reference, {})
-    if not by_t:
-        return {"resolved": False, "reason": "no finished reference runs"}
-    largest = max(by_t)
-    delta = by_t[largest] - series.base
+def _moved(delta: np.ndarray, change: float, higher: bool) -> dict:
+    """A paired change with its interval, and whether it is a resolved improvement."""
     lo, hi = stats.interval(delta)
-    better = (lo > 0) if series.higher else (hi < 0)
-    worse = (hi < 0) if series.higher else (lo > 0)
+    better = (lo > 0) if higher else (hi < 0)
+    worse = (hi < 0) if higher else (lo > 0)
     return {
-        "tokens": largest,
-        "change": float(series.points[reference][largest] - series.base_point),
+        "change": change,
         "change_ci": [lo, hi],
         "resolved": bool(better),
         "verdict": "improves with tokens"
         if better
         else ("gets worse with tokens" if worse else "cannot resolve at this scale"),
     }
+
+
+def sensitivity(series: Series, reference: str, budget: int) -> dict:
+    """Does the metric move with tokens at all? The reference arm from T = 0 to its largest T.
+
+    Savings are read off the curves between the smallest T and B, so they need the reference to
+    move there too (`savings_resolved`): a metric that is flat below B would otherwise show the
+    reference reaching its own B score at the smallest T.
+    """
+    by_t, points = series.arms.get(reference, {}), series.points.get(reference, {})
+    if not by_t:
+        return {
+            "resolved": False,
+            "savings_resolved": False,
+            "reason": "no finished reference runs",
+        }
+    largest, smallest = max(by_t), min(by_t)
+    gate = {"tokens": largest}
+    gate |= _moved(by_t[largest] - series.base, points[largest] - series.base_point, series.higher)
+    below = None
+    if budget in by_t and smallest < budget:
+        below = {"tokens": [smallest, budget]} | _moved(
+            by_t[budget] - by_t[smallest], points[budget] - points[smallest], series.higher
+        )
+    gate["below_budget"] = below
+    gate["savings_resolved"] = bool(gate["resolved"] and below and below["resolved"])
+    return gate
 
 
 def compare(series: Series, arm: str, reference: str, budget: int) -> dict:
@@ -218,13 +239,14 @@ def write_report(bench: Bench, arm_names: list[str]) -> dict:
     draws = stats.Draws.make(sizes, cfg.grid.seeds, cfg.eval.replicates, seed=0)
     series = metric_series(bench, base, runs, draws)
     reference = cfg.arms.reference
-    gates = {s.name: sensitivity(s, reference) for s in series}
+    gates = {s.name: sensitivity(s, reference, cfg.grid.budget) for s in series}
     summary = {}
     for arm in arm_names:
         row: dict = {}
         for s in series:
             result = compare(s, arm, reference, cfg.grid.budget)
             result["resolved"] = gates[s.name]["resolved"]
+            result["savings_resolved"] = gates[s.name]["savings_resolved"]
             row[s.name] = result
         glue, target = row.get(GLUE_AVG, {}), row[TARGET]
         summary[arm] = {
@@ -233,11 +255,13 @@ def write_report(bench: Bench, arm_names: list[str]) -> dict:
             "token_savings": glue.get("token_savings"),
             "token_savings_ci": glue.get("token_savings_ci"),
             "not_reached": glue.get("not_reached"),
+            "savings_resolved": glue.get("savings_resolved"),
             "target_loss": target.get("at_budget"),
             "target_loss_tokens_to_parity": target.get("tokens_to_parity"),
             "target_loss_savings": target.get("token_savings"),
             "target_loss_savings_ci": target.get("token_savings_ci"),
             "target_loss_not_reached": target.get("not_reached"),
+            "target_loss_savings_resolved": target.get("savings_resolved"),
             "metrics": row,
         }
     report = {
@@ -304,6 +328,11 @@ def _write(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def _change(gate: dict) -> str:
+    lo, hi = gate["change_ci"]
+    return f"{gate['change']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:+.1f}%"
 
@@ -321,17 +350,20 @@ def markdown(report: dict, budget: int, reference: str) -> str:
         "",
         "## Does each metric move with tokens? (sensitivity gate)",
         "",
-        "| metric | change T=0 -> largest T | 95% CI | verdict |",
-        "| --- | --- | --- | --- |",
+        "Savings are claimed only where the reference also moves between the smallest T and B.",
+        "",
+        "| metric | change T=0 -> largest T [95% CI] | verdict | change smallest T -> B [95% CI] "
+        "| savings |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, gate in report["sensitivity"].items():
-        if "change" in gate:
-            lo, hi = gate["change_ci"]
-            lines.append(
-                f"| {name} | {gate['change']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {gate['verdict']} |"
-            )
-        else:
-            lines.append(f"| {name} | | | {gate['reason']} |")
+        if "change" not in gate:
+            lines.append(f"| {name} | | {gate['reason']} | | |")
+            continue
+        below = gate["below_budget"]
+        below_text = f"{_change(below)} ({below['verdict']})" if below else "-"
+        savings = "can resolve" if gate["savings_resolved"] else "cannot resolve"
+        lines.append(f"| {name} | {_change(gate)} | {gate['verdict']} | {below_text} | {savings} |")
     lines += [
         "",
         "## Every metric at B against the reference",
@@ -347,12 +379,12 @@ def markdown(report: dict, budget: int, reference: str) -> str:
                 continue
             lo, hi = m["difference_ci"]
             parity, savings = "-", "cannot resolve"
-            if m["resolved"] and m["tokens_to_parity"] is not None:
+            if m["savings_resolved"] and m["tokens_to_parity"] is not None:
                 parity = f"{m['tokens_to_parity']:,.0f}"
                 ci = m["token_savings_ci"]
                 low = "below grid" if ci[0] is None else _pct(ci[0])
                 savings = f"{_pct(m['token_savings'])} [{low}, {_pct(ci[1])}]"
-            elif m["resolved"]:
+            elif m["savings_resolved"]:
                 parity, savings = "not reached", "-"
             lines.append(
                 f"| {name} | {arm} | {m['at_budget']:.4f} | {m['difference']:+.4f} "
@@ -378,7 +410,12 @@ def markdown(report: dict, budget: int, reference: str) -> str:
                 continue
             verdict = "non-inferior" if m["non_inferior"] else "inferior"
             tail = f"; {verdict} at margin {m['margin']}"
-            if m["tokens_to_parity"] is None:
+            if not m["savings_resolved"]:
+                tail += (
+                    f"; {reference} does not move between the smallest T and B beyond its noise, "
+                    "so no token savings are claimed"
+                )
+            elif m["tokens_to_parity"] is None:
                 tail += f"; never reaches {reference}'s B score within the grid"
             else:
                 ci = m["token_savings_ci"]
