@@ -2,19 +2,27 @@
 
 Each card shows the neuron's buddies and statistics and the documents where it fires most,
 cut to a snippet around the strongest token, with every firing token shaded by its activation.
+Each snippet's document links to its explain page (written beside the atlas), which links back
+to the cards of the neurons that drive its score.
 """
 
+import hashlib
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from curate.explain_page import explain_page
+from curate.highlight import STYLE, shaded
 from probes.batching import length_sorted_batches, pad
 from probes.capture import ActivationCapture
 from probes.discovery.align import EncodedDoc
 from probes.discovery.corpus import Corpus, anchor_encodings
+from probes.engine import ProbeEngine
+from probes.explain import explain
 from probes.hooks import hook_name
 from probes.neuronset import NeuronArtifact
 
@@ -33,23 +41,42 @@ class Snippet:
 
 def build_atlas(
     result: NeuronArtifact,
-    capture: ActivationCapture,
+    engine: ProbeEngine,
     columns: torch.Tensor,
     data: Path,
     max_tokens: int,
     snippets: int,
     limit: int,
-) -> str:
-    """The whole HTML page for the first `limit` neurons of `result`."""
+    page_name: str,
+) -> tuple[str, dict[str, str]]:
+    """The HTML page for the first `limit` neurons of `result`, and the explain pages of its
+    snippets' documents ({path relative to the page: HTML}); `page_name` is the page's file
+    name, which the explain pages link back to."""
     columns = columns[:limit]
-    best = _top_snippets(capture, columns, data, max_tokens, snippets)
-    cards = [_card(row, best[i], result.meta) for i, row in enumerate(result.rows()[:limit])]
+    best = _top_snippets(engine.source, columns, data, max_tokens, snippets)
+    texts = {s.doc_id: s.text for shown in best for s in shown}
+    folder = Path(page_name).stem + "-explain"
+    hrefs = {doc_id: f"{folder}/{_slug(doc_id)}.html" for doc_id in texts}
+    explained = {}
+    for doc_id, text in tqdm(texts.items(), desc="explain", unit="doc", leave=False):
+        facts = [f"document {doc_id!r} from {data}", f"aggregation {engine.agg}"]
+        page = explain_page(explain(engine, doc_id, text), facts, f"../{page_name}")
+        explained[hrefs[doc_id]] = page
+    cards = [_card(row, best[i], result.meta, hrefs) for i, row in enumerate(result.rows()[:limit])]
     title = f"Neuron atlas: {html.escape(result.meta['models'][0]['name'])}"
-    return _PAGE.format(
+    page = _PAGE.format(
+        style=STYLE,
         title=title,
         subtitle=html.escape(f"{data} - {result.meta['command']}"),
         cards="\n".join(cards),
     )
+    return page, explained
+
+
+def _slug(doc_id: str) -> str:
+    """A file name for a document id: readable, and unique by a hash of the whole id."""
+    digest = hashlib.blake2b(doc_id.encode(), digest_size=4).hexdigest()
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", doc_id)[:48] + "-" + digest
 
 
 def _top_snippets(
@@ -88,7 +115,7 @@ def _snippet(peak: float, doc, enc: EncodedDoc, acts: torch.Tensor) -> Snippet:
     return Snippet(peak, doc.id, doc.text, [s for s, _ in kept], [a for _, a in kept])
 
 
-def _card(row: dict, snippets: list[Snippet], meta: dict) -> str:
+def _card(row: dict, snippets: list[Snippet], meta: dict, hrefs: dict[str, str]) -> str:
     buddies = "".join(
         f"<li>{html.escape(b['model'])}: L{b['layer']}N{b['index']} corr {b['corr']:.3f}, "
         f"held-out {b['heldout_corr']:.3f}, null {b['null_corr']:.3f}</li>"
@@ -99,53 +126,36 @@ def _card(row: dict, snippets: list[Snippet], meta: dict) -> str:
         f"kurtosis {row['kurtosis']:.1f}, class selectivity {row['selectivity']:.2f}"
         + (f" (most: {html.escape(row['top_class'])})" if row["top_class"] else "")
     )
-    shown = "".join(_render(s) for s in snippets) or "<p>no activating text in --data</p>"
+    shown = "".join(_render(s, hrefs[s.doc_id]) for s in snippets)
+    shown = shown or "<p>no activating text in --data</p>"
     return (
-        f'<section class="card"><h2>#{row["rank"]} L{row["layer"]}N{row["index"]} '
+        f'<section class="card" id="L{row["layer"]}N{row["index"]}">'
+        f"<h2>#{row['rank']} L{row['layer']}N{row['index']} "
         f"<small>{hook_name(row['layer'])}[{row['index']}] - mean corr "
         f"{row['mean_corr']:.3f}, threshold {row['threshold']:.3f}</small></h2>"
         f"<ul>{buddies}</ul><p>{stats}</p>{shown}</section>"
     )
 
 
-def _render(snippet: Snippet) -> str:
+def _render(snippet: Snippet, explain_href: str) -> str:
     """The text around the strongest token; tokens with positive activation shaded."""
     peak_at = max(range(len(snippet.acts)), key=snippet.acts.__getitem__)
     center = snippet.spans[peak_at]
     start = max(0, center[0] - CONTEXT_CHARS)
     end = min(len(snippet.text), center[1] + CONTEXT_CHARS)
-    scale = max(snippet.peak, 1e-6)
-    parts, pos = [], start
-    for (s, e), act in zip(snippet.spans, snippet.acts, strict=True):
-        if s < pos or e > end or act <= 0:
-            continue
-        alpha = min(act / scale, 1.0)
-        parts.append(html.escape(snippet.text[pos:s]))
-        parts.append(
-            f'<mark style="background:rgba(255,120,0,{alpha:.2f})" title="{act:.3f}">'
-            f"{html.escape(snippet.text[s:e])}</mark>"
-        )
-        pos = e
-    parts.append(html.escape(snippet.text[pos:end]))
+    body = shaded(snippet.text, snippet.spans, snippet.acts, start, end, snippet.peak)
     lead = "..." if start > 0 else ""
     tail = "..." if end < len(snippet.text) else ""
+    doc = f'<a href="{html.escape(explain_href)}">{html.escape(snippet.doc_id)}</a>'
     return (
-        f'<blockquote><div class="meta">{html.escape(snippet.doc_id)} - peak '
-        f"{snippet.peak:.3f}</div>{lead}{''.join(parts)}{tail}</blockquote>"
+        f'<blockquote><div class="meta">{doc} - peak '
+        f"{snippet.peak:.3f}</div>{lead}{body}{tail}</blockquote>"
     )
 
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; color: #222; }}
-.card {{ border: 1px solid #ccc; border-radius: 6px; padding: 0.5rem 1rem; margin: 1rem 0; }}
-h2 small {{ font-weight: normal; color: #666; font-size: 0.7em; }}
-blockquote {{ white-space: pre-wrap; margin: 0.5rem 0; padding: 0.5rem;
-  background: #fafafa; border-left: 3px solid #f80; }}
-.meta {{ color: #888; font-size: 0.8em; }}
-mark {{ color: inherit; border-radius: 2px; }}
-</style></head>
+<style>{style}</style></head>
 <body><h1>{title}</h1><p class="meta">{subtitle}</p>
 {cards}
 </body></html>

@@ -111,9 +111,10 @@ def list_models() -> None:
 def _register_stage_commands() -> None:
     from curate.bench_cli import bench_cmd
     from curate.discover_cli import discover, neurons
+    from curate.explain_cli import explain_cmd
     from curate.filter_cli import filter_cmd, recipes
 
-    for command in (discover, neurons, filter_cmd, recipes, bench_cmd):
+    for command in (discover, neurons, filter_cmd, recipes, bench_cmd, explain_cmd):
         main.add_command(command)
 
 

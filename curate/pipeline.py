@@ -28,6 +28,7 @@ from probes.errors import CurateError
 if TYPE_CHECKING:
     from curate.cpt.config import BenchConfig
     from filters.selection import Selection
+    from probes.explain import Explanation
     from probes.neuronset import NeuronArtifact
     from probes.prober import ProbeStats
 
@@ -470,8 +471,9 @@ class AtlasJob:
 
 
 def atlas(job: AtlasJob) -> int:
-    """Write the page; returns how many neurons it shows."""
+    """Write the page and its documents' explain pages; returns how many neurons it shows."""
     from curate.atlas import build_atlas
+    from probes.engine import ProbeEngine
     from probes.neuronset import read
 
     result = read(job.neurons)
@@ -479,11 +481,156 @@ def atlas(job: AtlasJob) -> int:
         raise CurateError(f"{job.neurons} holds no Rosetta neurons")
     with output_folders((job.out, "--out"), file=True):
         capture, columns = anchor_capture(result, job.dtype)
-        page = build_atlas(
-            result, capture, columns, job.data, job.max_tokens, job.snippets, job.limit
+        engine = ProbeEngine(capture.loaded, result.neuron_set("artifact"))
+        page, explained = build_atlas(
+            result,
+            engine,
+            columns,
+            job.data,
+            job.max_tokens,
+            job.snippets,
+            job.limit,
+            job.out.name,
         )
+        for href, html in explained.items():  # the links' targets first, the atlas last
+            (job.out.parent / href).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(job.out.parent / href, html.encode("utf-8"))
         write_atomic(job.out, page.encode("utf-8"))
     return min(job.limit, result.size)
+
+
+# ----------------------------------------------------------------------------------------- explain
+
+
+@dataclass(frozen=True)
+class ExplainJob:
+    """Why one document of `shards` scored what it did.
+
+    With side files (`scores`, or those `curate filter` keeps for `shards`), the model, neuron
+    set, aggregation and keys come from them and the numbers shown are theirs; otherwise the
+    document is probed now with `neurons` on `model`.
+    """
+
+    shards: Path
+    doc_id: str
+    scores: Path | None = None
+    neurons: str = "default-neurons"  # the neuron set when there are no side files
+    model: str = DEFAULT_MODEL
+    agg: str = ""  # "": the default aggregation
+    text_key: str = "text"
+    id_key: str = "id"
+    dtype: str = "auto"
+    html: Path | None = None  # also write an HTML page here
+    atlas: str | None = None  # the atlas page (href from the HTML) its neurons link to
+
+
+@dataclass
+class ExplainResult:
+    explanation: Explanation
+    shard: Path
+    row: int
+    side_file: Path | None  # where the shown numbers come from (None: probed now)
+    recomputed: float  # the score recomputed from the tokens
+    settings: dict  # model, aggregation, neurons (origin), dtype
+
+    def facts(self) -> list[str]:
+        """Where the document and its numbers come from, a line each."""
+        e, s = self.explanation, self.settings
+        source = (
+            f"from side file {self.side_file} (recomputed from the tokens: {self.recomputed:.4f})"
+            if self.side_file
+            else "probed now (no side file)"
+        )
+        seen = f", the first {len(e.spans):,} seen" if e.truncated else ""
+        return [
+            f"document {e.doc_id!r}: {self.shard} row {self.row + 1}",
+            f"score {e.score:.4f} {source}",
+            f"model {s['model']}, aggregation {s['agg']}, neurons {s['neurons']}",
+            f"{e.n_tokens:,} content tokens{seen}",
+        ]
+
+
+def explain(job: ExplainJob) -> ExplainResult:
+    """Find the document, explain it, write the page if asked."""
+    with output_folders((job.html, "--html"), file=True):
+        return _explain(job)
+
+
+def _explain(job: ExplainJob) -> ExplainResult:
+    from probes import sidefile
+    from probes.explain import explain as explain_doc
+
+    scores = job.scores if job.scores is not None else default_scores_dir(job.shards)
+    shard, row, text = _find_document(job, scores)
+    side = sidefile.path_for(scores, job.shards, shard)
+    side = side if side.is_file() else None
+    engine, settings = _explain_engine(job, side)
+    explanation = explain_doc(engine, job.doc_id, text)
+    recomputed = explanation.score
+    if side is not None:
+        explanation = _side_values(explanation, side, row)
+    result = ExplainResult(explanation, shard, row, side, recomputed, settings)
+    if job.html is not None:
+        from curate.explain_page import explain_page
+
+        page = explain_page(result.explanation, result.facts(), job.atlas)
+        write_atomic(job.html, page.encode("utf-8"))
+    return result
+
+
+def _find_document(job: ExplainJob, scores: Path) -> tuple[Path, int, str]:
+    """(shard, row, text) of the document `job.doc_id`, read with the side files' keys."""
+    from probes import sidefile
+    from probes.shards import list_shards, read_documents, shard_root
+
+    root = shard_root(job.shards)
+    for shard in list_shards(job.shards):
+        side = sidefile.path_for(scores, job.shards, shard)
+        keys = sidefile.read_meta(side) if side.is_file() else vars(job)
+        docs = read_documents(shard, keys["text_key"], keys["id_key"], "skip", root)
+        for doc in docs:
+            if doc.id == job.doc_id:
+                if doc.error:
+                    raise CurateError(f"{shard}:{doc.row + 1}: {job.doc_id!r}: {doc.error}")
+                return shard, doc.row, doc.text
+    raise CurateError(f"no document with id {job.doc_id!r} in {job.shards}")
+
+
+def _explain_engine(job: ExplainJob, side: Path | None):
+    """The probe engine of the side file's settings (refusing other weights), or the job's."""
+    from probes import sidefile
+    from probes.aggregate import DEFAULT_AGGREGATION
+    from probes.engine import ProbeEngine, pick_dtype
+    from probes.models import load_model, weights_hash
+    from probes.neuronset import Neuron, NeuronSet, load_neuron_set
+
+    if side is not None:
+        meta = sidefile.read_meta(side)
+        model, agg, origin = meta["model"], meta["agg"], f"side file {side}"
+        neurons = tuple(Neuron(*n) for n in meta["neurons"])
+        neuron_set = NeuronSet(neurons, origin, meta["model_hash"], model)
+        neuron_set.check_model(model, weights_hash(model))
+    else:
+        from filters.recipe import resolve_neurons
+
+        model, agg = job.model, job.agg or DEFAULT_AGGREGATION
+        neuron_set = load_neuron_set(resolve_neurons(job.neurons, Path.cwd()))
+        neuron_set.check_model(model, weights_hash(model))
+        origin = neuron_set.origin
+    engine = ProbeEngine(load_model(model, dtype=pick_dtype(job.dtype)), neuron_set, agg=agg)
+    return engine, {"model": model, "agg": agg, "neurons": origin, "dtype": job.dtype}
+
+
+def _side_values(explanation: Explanation, side: Path, row: int) -> Explanation:
+    """`explanation` with the score and neuron values of the side file's row."""
+    import pyarrow.parquet as pq
+
+    from probes import sidefile
+
+    table = pq.read_table(side)
+    columns = [c for c in table.column_names if sidefile.is_column(c)]
+    values = {c: float(table.column(c)[row].as_py()) for c in columns}
+    return explanation.with_values(float(table.column("score")[row].as_py()), values)
 
 
 # ----------------------------------------------------------------------------------------- bench

@@ -48,14 +48,14 @@ def cut(pos: int, ids: list[int], special: list[int], max_length: int) -> Tokeni
     n_content = len(special) - sum(special)
     truncated = len(ids) > max_length
     if truncated:
-        tail = _trailing_specials(special)
+        tail = trailing_specials(special)
         keep = max_length - tail
         ids = ids[:keep] + ids[len(ids) - tail :]
         special = special[:keep] + special[len(special) - tail :]
     return TokenizedDoc(pos, ids, special, n_tokens=n_content, truncated=truncated)
 
 
-def _trailing_specials(special: list[int]) -> int:
+def trailing_specials(special: list[int]) -> int:
     count = 0
     while count < len(special) and special[-1 - count]:
         count += 1

@@ -189,7 +189,7 @@ def test_cli_discover_show_top_atlas_and_probe_refusal(
     drawn = runner.invoke(neurons_cmd, atlas_args, catch_exceptions=False)
     assert drawn.exit_code == 0, drawn.output
     text = page.read_text()
-    assert text.count('<section class="card">') == 5 and "<mark" in text
+    assert text.count('<section class="card"') == 5 and "<mark" in text
 
     neuron_set = load_neuron_set(str(top_dir))
     assert len(neuron_set.neurons) == 5 and neuron_set.model_hash == minilm.content_hash

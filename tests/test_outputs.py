@@ -85,6 +85,16 @@ COMMANDS = {
         "tiny",
     ],
     "demo": lambda s, o: ["demo", "--out", str(o)],
+    "explain": lambda s, o: [
+        "explain",
+        str(s),
+        "--id",
+        "a",
+        "--neurons",
+        NEURONS,
+        "--html",
+        str(o / "page.html"),
+    ],
 }
 
 
