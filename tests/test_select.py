@@ -30,6 +30,21 @@ def test_kept_tokens_within_half_percent_and_at_most_one_document_over(fraction)
     assert chosen.kept_tokens == int(tokens[chosen.keep].sum())
 
 
+def test_the_cut_lands_on_the_prefix_nearest_the_budget():
+    """Over or under: the kept set is the prefix of the key order whose tokens are nearest the
+    budget (the order recomputed here by plain sorting)."""
+    key, tie, tokens = _corpus(2_000, seed=3)
+    order = sorted(range(len(key)), key=lambda i: (key[i], int(tie[i])), reverse=True)
+    prefix = np.concatenate([[0], np.cumsum(tokens[order])])
+    over = 0
+    for budget in np.random.default_rng(4).integers(1, int(tokens.sum()), 200).tolist():
+        chosen = select(key, tie, tokens, budget)
+        assert abs(chosen.kept_tokens - budget) == np.abs(prefix - budget).min()
+        assert chosen.keep[order[: int(chosen.keep.sum())]].all()
+        over += chosen.kept_tokens > budget
+    assert 0 < over < 200  # both sides occur: past the budget only when that is nearer
+
+
 def test_topk_keeps_the_highest_keys_and_one_threshold_separates_kept():
     key, tie, tokens = _corpus(5_000, decimals=1)
     chosen = select(key, tie, tokens, int(tokens.sum() * 0.25))
