@@ -70,6 +70,27 @@ def test_savings_need_the_reference_to_move_between_the_smallest_t_and_b():
     assert not still["resolved"] and not still["savings_resolved"]
 
 
+def test_non_inferiority_verdicts_follow_the_confidence_interval_and_the_margin():
+    """margin 0.02 on a loss: CI within it -> non-inferior; wholly beyond it -> inferior;
+    across it -> neither (an arm is not called inferior on a CI that includes parity)."""
+    from curate.cpt.report import compare
+
+    series = _series({10: 4.9, 100: 4.5}, noise=0.001)
+    rng = np.random.default_rng(1)
+    for arm, shift, noise in (("close", 0.005, 0.001), ("worse", 0.1, 0.001), ("wide", 0.0, 0.05)):
+        series.arms[arm] = {
+            t: v + shift + noise * rng.standard_normal(200)
+            for t, v in series.arms["unfiltered"].items()
+        }
+        series.points[arm] = {t: v + shift for t, v in series.points["unfiltered"].items()}
+    verdicts = {
+        arm: (m["non_inferior"], m["inferior"])
+        for arm in ("close", "worse", "wide")
+        for m in [compare(series, arm, "unfiltered", 100)]
+    }
+    assert verdicts == {"close": (True, False), "worse": (False, True), "wide": (False, False)}
+
+
 def test_metrics_equal_their_direct_formulas_and_weights_act_as_repeats():
     out = _classification()
     y, p = out["label"] == 1, out["predicted"] == 1
@@ -179,7 +200,7 @@ def test_packed_rows_are_full_cls_to_sep_sequences():
     "model_section, message",
     [
         ('objective = "lstm"', "model.objective must be 'causal' or 'mlm'"),
-        ('base = "minilm-l6"', "set model.objective = 'mlm'"),
+        ('base = "smollm2-135m"', "set model.tokenizer = 'smollm2-135m'"),
     ],
 )
 def test_a_bench_config_with_a_bad_objective_is_refused(tmp_path, model_section, message):
@@ -187,6 +208,38 @@ def test_a_bench_config_with_a_bad_objective_is_refused(tmp_path, model_section,
     path.write_text(f'version = 1\ninclude = "tiny"\n[model]\n{model_section}\n')
     with pytest.raises(CurateError, match=message):
         load_config(str(path))
+
+
+def test_an_existing_decoder_continues_with_its_own_lm_head():
+    """model.base = smollm2-135m: the bench's loss is the checkpoint's own causal-LM loss."""
+    from transformers import AutoModelForCausalLM
+
+    from probes.models import resolve_model_path
+
+    net = model.existing_model("smollm2-135m", model.CAUSAL, 0)
+    tokenizer = model.load_tokenizer("smollm2-135m")
+    ids = tokenizer("The capital of France is Paris, a large city.", return_tensors="pt")
+    ids = ids["input_ids"]
+    reference = AutoModelForCausalLM.from_pretrained(
+        resolve_model_path("smollm2-135m"), local_files_only=True
+    )
+    with torch.no_grad():
+        want = float(reference(ids, labels=ids).loss)
+        inputs, positions, labels = loop.objective_batch(
+            net, ids, torch.zeros_like(ids, dtype=torch.bool), 0.15, None, 0
+        )
+        got = float(net.token_losses(inputs, positions, labels).mean())
+    assert got == pytest.approx(want, rel=1e-5) and want < 5  # a trained head, not a new one
+    docs = data.token_ids(tokenizer, ["one two", "three four five six"])
+    seq, special = data.pack(docs, tokenizer, 8)  # no [CLS]/[SEP] here: BOS ... EOS rows
+    assert (seq[:, 0] == tokenizer.bos_token_id).all()
+    assert (seq[:, -1] == tokenizer.eos_token_id).all()
+    assert seq[~special].tolist()[: len(docs[0]) + len(docs[1])] == docs[0] + docs[1]
+
+
+def test_an_encoder_is_refused_as_a_causal_base():
+    with pytest.raises(CurateError, match="'bert' model, not a decoder"):
+        model.existing_model("minilm-l6", model.CAUSAL, 0)
 
 
 def test_causal_positions_predict_the_next_content_token():

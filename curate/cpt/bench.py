@@ -145,16 +145,19 @@ class Bench:
                 cfg.pretrain.tokens,
                 None,
             )
-        else:
-            net = model.encoder_with_new_head(cfg.model.base, 0)
-            tokens = cfg.pretrain.head_tokens
+        else:  # a decoder keeps its own head; an encoder's new head is fitted, the body frozen
+            net = model.existing_model(cfg.model.base, cfg.model.objective, 0)
+            tokens = 0 if net.causal else cfg.pretrain.head_tokens
             trainable = [*net.transform.parameters(), net.bias]
-        source = generic if generic is not None and generic.ids else self.pool
-        seq, special = data.pack(source.ids.values(), self.tokenizer, cfg.model.seq_len)
-        result = loop.train(
-            net, seq, special, tokens, train_cfg, 0, folder, self.mask_id, "base", trainable
-        )
-        model.save(net, folder, {"train": result.to_dict()})
+        extra = {}
+        if tokens:
+            source = generic if generic is not None and generic.ids else self.pool
+            seq, special = data.pack(source.ids.values(), self.tokenizer, cfg.model.seq_len)
+            result = loop.train(
+                net, seq, special, tokens, train_cfg, 0, folder, self.mask_id, "base", trainable
+            )
+            extra["train"] = result.to_dict()
+        model.save(net, folder, extra)
         shutil.rmtree(folder / loop.CHECKPOINT, ignore_errors=True)
         return folder
 

@@ -137,10 +137,11 @@ def check(config: BenchConfig, where: str) -> None:
             section, key = name.split(".")
             value = getattr(getattr(config, section), key)
             raise CurateError(f"{where}: {name} must be {expected}, got {json.dumps(value)}")
-    if config.model.base != PRETRAIN and config.model.objective != MLM:
+    if config.model.base != PRETRAIN and config.model.tokenizer != config.model.base:
         raise CurateError(
-            f"{where}: model.base = {config.model.base!r} is an existing encoder, continued with a "
-            f"new masked-LM head: set model.objective = {MLM!r}"
+            f"{where}: model.base = {config.model.base!r} is an existing model, which reads its "
+            f"own tokens: set model.tokenizer = {config.model.base!r} (got "
+            f"{config.model.tokenizer!r})"
         )
     if config.model.base == PRETRAIN and pool.generic_share == 0:
         raise CurateError(f"{where}: model.base = 'pretrain' needs pool.generic_share > 0")

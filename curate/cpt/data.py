@@ -232,12 +232,14 @@ def split_targets(tasks: Sequence[Task], work: Path, heldout_share: float) -> Ta
 def pack(
     token_lists: Iterable[Sequence[int]], tokenizer: PreTrainedTokenizerBase, seq_len: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate documents (a [SEP] between them) into [CLS] ... [SEP] rows of `seq_len`.
+    """Concatenate documents (a [SEP] between them) into [CLS] ... [SEP] rows of `seq_len`
+    (BOS ... EOS for a tokenizer without [CLS] and [SEP], as Llama's).
 
     Returns (ids int32 [n, seq_len], special bool [n, seq_len]); the stream wraps around to
     fill the last row, so no row is padded.
     """
-    sep, cls = tokenizer.sep_token_id, tokenizer.cls_token_id
+    sep = tokenizer.eos_token_id if tokenizer.sep_token_id is None else tokenizer.sep_token_id
+    cls = tokenizer.bos_token_id if tokenizer.cls_token_id is None else tokenizer.cls_token_id
     stream: list[int] = []
     for ids in token_lists:
         if len(ids):

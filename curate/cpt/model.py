@@ -1,9 +1,10 @@
 """The model the harness continues pre-training: a transformer body plus an LM head.
 
-Two objectives. `causal`: a small Llama (pre-norm) the tool pre-trains itself, predicting the
-next token at every position. `mlm`: a BERT encoder (the tool's own or an existing one) with a
-masked-LM head (dense, GELU, LayerNorm) evaluated only at masked positions. Both heads use the
-input embeddings as the output matrix. Checkpoints are plain safetensors beside the body's
+Two objectives. `causal`: a Llama-family decoder (a small one the tool pre-trains itself, or an
+existing checkpoint such as `smollm2-135m` with its own tied LM head), predicting the next token
+at every position. `mlm`: a BERT encoder (the tool's own or an existing one) with a masked-LM head
+(dense, GELU, LayerNorm) evaluated only at masked positions. Both heads use the input embeddings
+as the output matrix. Checkpoints are plain safetensors beside the body's
 config.json: nothing is unpickled when they load.
 """
 
@@ -25,6 +26,8 @@ from transformers import (
 )
 
 from probes.atomic import atomic_path
+from probes.errors import CurateError
+from probes.families import FAMILIES
 from probes.models import resolve_model_path
 
 PRETRAIN = "pretrain"  # ModelConfig.base: a small model the tool pre-trains itself
@@ -35,12 +38,13 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 @dataclass(frozen=True)
 class ModelConfig:
     """Which model continues pre-training: a small model the tool pre-trains (`base =
-    "pretrain"`, sized by the fields below) or an existing encoder (an alias or folder) given a
-    new masked-LM head."""
+    "pretrain"`, sized by the fields below) or an existing checkpoint (an alias or folder): a
+    decoder continued with its own LM head (`causal`), or an encoder given a new masked-LM head
+    (`mlm`)."""
 
     base: str = PRETRAIN
-    objective: str = CAUSAL  # causal: a small Llama; mlm: a small BERT (an existing encoder: mlm)
-    tokenizer: str = "minilm-l6"  # alias or folder; also counts every token budget
+    objective: str = CAUSAL  # causal: a Llama-family decoder; mlm: a BERT encoder
+    tokenizer: str = "minilm-l6"  # alias or folder (an existing base's own); counts every budget
     hidden: int = 256
     layers: int = 4
     heads: int = 4
@@ -109,13 +113,28 @@ def fresh_model(
     return LanguageModel(body, causal=config.objective == CAUSAL)
 
 
-def encoder_with_new_head(name: str, seed: int) -> LanguageModel:
-    """An existing encoder (alias or folder) with a freshly initialised MLM head."""
-    encoder = AutoModel.from_pretrained(
+def existing_model(name: str, objective: str, seed: int) -> LanguageModel:
+    """An existing checkpoint (alias or folder) as the base. `causal`: a decoder whose LM head is
+    its input embeddings (tied), so the head is the checkpoint's own and nothing new is fitted;
+    `mlm`: an encoder with a freshly initialised masked-LM head."""
+    body = AutoModel.from_pretrained(
         resolve_model_path(name), local_files_only=True, use_safetensors=True
     )
+    if objective == CAUSAL:
+        kind = body.config.model_type
+        if kind not in FAMILIES or not FAMILIES[kind].decoder:
+            decoders = sorted(k for k, f in FAMILIES.items() if f.decoder)
+            raise CurateError(
+                f"model.base = {name!r} is a {kind!r} model, not a decoder "
+                f"({', '.join(decoders)}): continue it with model.objective = {MLM!r}"
+            )
+        if not body.config.tie_word_embeddings:
+            raise CurateError(
+                f"model.base = {name!r} has an LM head apart from its input embeddings; the "
+                "bench continues decoders whose head is tied to them"
+            )
     torch.manual_seed(seed)
-    return LanguageModel(encoder, causal=False)
+    return LanguageModel(body, causal=objective == CAUSAL)
 
 
 def save(model: LanguageModel, folder: Path, extra: dict | None = None) -> None:

@@ -200,7 +200,10 @@ def compare(series: Series, arm: str, reference: str, budget: int) -> dict:
     diff = mine[budget] - ref[budget]
     lo, hi = stats.interval(diff)
     sign = 1 if series.higher else -1
+    # non-inferior: even the CI's worse end is within the margin; inferior: even its better end
+    # is beyond it; otherwise the interval crosses the margin and neither is shown
     non_inferior = bool(sign * (lo if series.higher else hi) > -series.margin)
+    inferior = bool(sign * (hi if series.higher else lo) < -series.margin)
     grid = np.array(sorted(mine))
     curves = np.stack([mine[t] for t in grid], 1)
     parity = stats.tokens_to_parity(grid.astype(float), curves, ref[budget], series.higher)
@@ -218,6 +221,7 @@ def compare(series: Series, arm: str, reference: str, budget: int) -> dict:
         "difference": float(series.points[arm][budget] - series.points[reference][budget]),
         "difference_ci": [lo, hi],
         "non_inferior": non_inferior,
+        "inferior": inferior,
         "margin": series.margin,
         "tokens_to_parity": None if math.isinf(point_parity) else float(point_parity),
         "token_savings": None if math.isinf(point_parity) else float(1 - point_parity / budget),
@@ -408,8 +412,12 @@ def markdown(report: dict, budget: int, reference: str) -> str:
                     head + "; **cannot resolve at this scale**: no parity or savings claimed."
                 )
                 continue
-            verdict = "non-inferior" if m["non_inferior"] else "inferior"
-            tail = f"; {verdict} at margin {m['margin']}"
+            if m["non_inferior"]:
+                tail = f"; non-inferior at margin {m['margin']}"
+            elif m["inferior"]:
+                tail = f"; inferior at margin {m['margin']} (the whole CI is beyond it)"
+            else:
+                tail = f"; non-inferiority not shown: the CI crosses the margin {m['margin']}"
             if not m["savings_resolved"]:
                 tail += (
                     f"; {reference} does not move between the smallest T and B beyond its noise, "

@@ -22,6 +22,7 @@ Handle = torch.utils.hooks.RemovableHandle
 class Family:
     model_type: ClassVar[str]
     attention: ClassVar[str] = "sdpa"  # transformers' attn_implementation for this family
+    decoder: ClassVar[bool] = False  # causal attention: it can continue pre-training causally
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         raise NotImplementedError

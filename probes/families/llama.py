@@ -10,6 +10,7 @@ from probes.families import ActivationFn, Family, Handle, register, rows
 @register
 class Llama(Family):
     model_type = "llama"
+    decoder = True
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         return model.layers
