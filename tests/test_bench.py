@@ -200,10 +200,11 @@ def test_packed_rows_are_full_cls_to_sep_sequences():
     "model_section, message",
     [
         ('objective = "lstm"', "model.objective must be 'causal' or 'mlm'"),
+        ("hidden = 64\n[eval]\nvalidation_max = 10", "eval.validation_max must be 0 \\(all\\)"),
         ('base = "smollm2-135m"', "set model.tokenizer = 'smollm2-135m'"),
     ],
 )
-def test_a_bench_config_with_a_bad_objective_is_refused(tmp_path, model_section, message):
+def test_a_bench_config_with_a_bad_value_is_refused(tmp_path, model_section, message):
     path = tmp_path / "bad.toml"
     path.write_text(f'version = 1\ninclude = "tiny"\n[model]\n{model_section}\n')
     with pytest.raises(CurateError, match=message):
@@ -240,6 +241,17 @@ def test_an_existing_decoder_continues_with_its_own_lm_head():
 def test_an_encoder_is_refused_as_a_causal_base():
     with pytest.raises(CurateError, match="'bert' model, not a decoder"):
         model.existing_model("minilm-l6", model.CAUSAL, 0)
+
+
+def test_validation_subsets_are_fixed_and_keep_examples_with_their_labels():
+    split = data.Split([f"s{i}" for i in range(500)], None, np.arange(500))
+    idx = data.fixed_subset(len(split), 120)
+    assert len(idx) == 120 and np.array_equal(idx, data.fixed_subset(500, 120))
+    assert np.array_equal(idx, np.unique(idx))  # sorted, no repeats
+    sub = split.rows(idx)
+    assert [int(f[1:]) for f in sub.first] == sub.label.tolist() == idx.tolist()
+    assert np.array_equal(data.fixed_subset(500, 0), np.arange(500))  # 0: all
+    assert np.array_equal(data.fixed_subset(80, 120), np.arange(80))
 
 
 def test_causal_positions_predict_the_next_content_token():

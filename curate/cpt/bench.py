@@ -16,7 +16,7 @@ The run, top to bottom:
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +114,14 @@ class Bench:
                 "grid.multiples, or give a larger --pool"
             )
         self.target_seq = self._target_sequences()
-        self.probe_rows = {t.name: glue.probe_rows(t, config.eval.probe_train) for t in self.tasks}
+        limit = config.eval.validation_max  # decontamination above used every validation row
+        self.tasks = [
+            replace(t, validation=t.validation.rows(data.fixed_subset(len(t.validation), limit)))
+            for t in self.tasks
+        ]
+        self.probe_rows = {
+            t.name: data.fixed_subset(len(t.train), config.eval.probe_train) for t in self.tasks
+        }
         self.mask_id = self.tokenizer.mask_token_id
 
     def _target_sequences(self) -> tuple[torch.Tensor, torch.Tensor]:

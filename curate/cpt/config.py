@@ -65,6 +65,7 @@ class EvalConfig:
     target_share: float = 0.2  # of the tasks' training sentences: the held-out target set
     target_tokens: int = 50_000  # cap on the target set's tokens
     probe_train: int = 2000  # training examples per task for the frozen probes
+    validation_max: int = 0  # score a fixed subset of at most this many per task (0: all)
     replicates: int = 1000  # multi-bootstrap replicates
     loss_margin: float = 0.02  # non-inferiority margin, target loss (nats/token), fixed upfront
     glue_margin: float = 0.01  # non-inferiority margin, GLUE scores
@@ -122,6 +123,12 @@ def check(config: BenchConfig, where: str) -> None:
         ("pretrain.tokens", p.tokens > 0, "> 0"),
         ("eval.target_share", 0 < e.target_share < 1, "in (0, 1)"),
         ("eval.replicates", e.replicates >= 100, ">= 100"),
+        ("eval.probe_train", e.probe_train >= 10, ">= 10"),
+        (
+            "eval.validation_max",
+            e.validation_max == 0 or e.validation_max >= 50,
+            "0 (all) or >= 50",
+        ),
         ("eval.ngram", e.ngram >= 3, ">= 3"),
         ("train.batch", t.batch >= 1, ">= 1"),
         ("train.lr", t.lr > 0, "> 0"),

@@ -49,6 +49,22 @@ class Split:
     second: list[str] | None  # sentence2 of pair tasks
     label: np.ndarray  # int64 classes, float64 scores for regression
 
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def rows(self, idx: np.ndarray) -> "Split":
+        """The examples at `idx`, in that order."""
+        second = None if self.second is None else [self.second[i] for i in idx]
+        return Split([self.first[i] for i in idx], second, self.label[idx])
+
+
+def fixed_subset(n: int, limit: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a fixed random subset of at most `limit` of `n` rows (0: all of them):
+    the same for every checkpoint, so every run is scored on the same examples."""
+    if not limit or n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
 
 @dataclass
 class Task:

@@ -111,11 +111,7 @@ def probe_task(
     train_rows: np.ndarray,
 ) -> TaskOutput:
     """Fit on the training rows `train_rows` of the task, predict its whole validation set."""
-    train = Split(
-        [task.train.first[i] for i in train_rows],
-        [task.train.second[i] for i in train_rows] if task.train.second is not None else None,
-        task.train.label[train_rows],
-    )
+    train = task.train.rows(train_rows)
     train_x = features(model, tokenizer, train)
     val_x = features(model, tokenizer, task.validation)
     return fit_and_predict(task, train_x, val_x, train.label)
@@ -180,11 +176,3 @@ def _encode(tokenizer: PreTrainedTokenizerBase, split: Split, idx: np.ndarray):
         first, second, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt"
     )
     return enc["input_ids"], enc["attention_mask"]
-
-
-def probe_rows(task: Task, limit: int, seed: int = 0) -> np.ndarray:
-    """A fixed subsample of at most `limit` training rows (the same for every checkpoint)."""
-    n = len(task.train.first)
-    if n <= limit:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
