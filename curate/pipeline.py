@@ -15,7 +15,7 @@ cheap.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -647,6 +647,7 @@ class BenchJob:
     config: str | BenchConfig = "default"  # a bundled config name, a TOML path, or a config
     report_only: bool = False  # report on the runs finished so far; train nothing
     progress: bool = True
+    finetune: bool = False  # also fine-tune the final checkpoints (sets eval.finetune)
 
 
 def bench(job: BenchJob) -> dict:
@@ -656,6 +657,8 @@ def bench(job: BenchJob) -> dict:
     from probes.shards import list_shards
 
     config = load_config(job.config) if isinstance(job.config, str) else job.config
+    if job.finetune:
+        config = replace(config, eval=replace(config.eval, finetune=True))
     list_shards(job.pool)  # a bad pool fails before any work
     with output_folders((job.out, "--out")):
         return _bench(job, config)

@@ -254,6 +254,29 @@ def test_validation_subsets_are_fixed_and_keep_examples_with_their_labels():
     assert np.array_equal(data.fixed_subset(80, 120), np.arange(80))
 
 
+def test_finetuning_learns_a_task_and_leaves_the_checkpoint_unchanged():
+    """eval.finetune / --finetune: a copy of the encoder plus a head is trained on the task."""
+    from curate.cpt import glue
+
+    rng = np.random.default_rng(0)
+    nouns = ["film", "meal", "book", "song", "trip", "game"]
+    words = {1: ["good", "great", "lovely"], 0: ["bad", "awful", "dull"]}
+
+    def split(n: int) -> data.Split:
+        labels = rng.integers(0, 2, n)
+        first = [f"the {rng.choice(nouns)} was {rng.choice(words[int(y)])}" for y in labels]
+        return data.Split(first, None, labels.astype(np.int64))
+
+    task = data.Task("sentiment", "classification", "accuracy", split(240), split(60))
+    tokenizer = model.load_tokenizer("minilm-l6")
+    net = model.fresh_model(load_config(MICRO).model, tokenizer, 0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = glue.finetune_task(net, tokenizer, task, np.arange(240), epochs=4, lr=3e-3, seed=0)
+    assert (out.predicted == task.validation.label).mean() >= 0.9
+    assert out.true_probability.shape == (60,) and (out.true_probability > 0.5).mean() >= 0.9
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+
+
 def test_causal_positions_predict_the_next_content_token():
     tokenizer = model.load_tokenizer("minilm-l6")
     config = load_config(MICRO)
@@ -347,6 +370,21 @@ def test_a_pool_smaller_than_the_largest_budget_is_refused(demo_bench_inputs, tm
     big.write_text(f'version = 1\ninclude = "{MICRO}"\n[grid]\nbudget = 5_000_000\n')
     with pytest.raises(CurateError, match="fewer than the largest budget 5,000,000"):
         bench(BenchJob(shards, tasks, tmp_path / "out", str(big), progress=False))
+
+
+def test_a_report_folder_refuses_another_config(demo_bench_inputs, tmp_path):
+    """Resuming (or reporting) under a changed grid or margin would mix runs of two configs."""
+    from dataclasses import replace
+
+    from curate.cpt.bench import Bench
+
+    shards, tasks = demo_bench_inputs
+    config = load_config(MICRO)
+    Bench(config, shards, tasks, tmp_path / "out")
+    Bench(replace(config, description="same runs"), shards, tasks, tmp_path / "out")
+    moved = replace(config, eval=replace(config.eval, glue_margin=0.05))
+    with pytest.raises(CurateError, match=r"eval.glue_margin: 0.01 then, 0.05 now"):
+        Bench(moved, shards, tasks, tmp_path / "out")
 
 
 @pytest.mark.slow

@@ -31,6 +31,38 @@ from probes.shards import list_shards, read_documents, shard_root
 
 RUN_RECORD = "run.json"  # written last: its presence marks a finished run
 OUTPUTS = "outputs.npz"
+CONFIG_RECORD = "config.json"  # the config a report folder was started with
+
+
+def lock_config(config: BenchConfig, out: Path) -> None:
+    """Record the config a report folder was started with, and refuse another one later: a
+    resumed or re-reported bench never mixes runs, grids or margins of two configs (margins
+    are fixed before the run)."""
+    mine = {k: v for k, v in config.to_dict().items() if k not in ("name", "description")}
+    path = out / CONFIG_RECORD
+    if not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(mine, indent=1, sort_keys=True))
+        return
+    started = json.loads(path.read_text())
+    changed = _first_difference(started, mine)
+    if changed:
+        key, was, now = changed
+        raise CurateError(
+            f"{out} was started with another bench config ({key}: {json.dumps(was)} then, "
+            f"{json.dumps(now)} now): resume it with the same config, or give a new --out"
+        )
+
+
+def _first_difference(a, b, prefix: str = ""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    return None if a == b else (prefix.rstrip("."), a, b)
 
 
 @dataclass
@@ -90,6 +122,7 @@ class Bench:
     """Holds what every run shares: config, tasks, splits, tokenizer, base model, pool."""
 
     def __init__(self, config: BenchConfig, pool: Path, tasks_dir: Path, out: Path):
+        lock_config(config, out)
         self.config = config
         self.out = out
         self.work = out / "work"
