@@ -1,13 +1,14 @@
-"""Benchmark the discovery correlation stage for minilm-l6 x mpnet-base (all MLP neurons).
+"""Benchmark discovery for minilm-l6 x mpnet-base (all MLP neurons): screened vs exact.
 
-Measures, in one run: the machine's float32 GEMM peak (a matmul of the same shapes), the
-correlation stage's tokens/s and FLOP/s (z_A^T z_B into float64 plus the rotated-null squares),
-one discovery pass over real text (both models' forward on every layer, aligned; with each
-tokenizer's calls and texts), peak RSS, and the extrapolated time for 1M discovery tokens (two
-forward passes + one correlation pass per token). The last line is JSON. `--pass-only` measures
-the pass alone.
+Runs `discover` twice on the same tokens: the default screened path (all pairs on a token
+sample, then exact statistics for the candidate pairs) and the exact all-pairs reference
+(`curate discover --exact`). Reports, in one run: the float32 and bf16 GEMM peaks at the
+correlation's shape, each path's wall time and the share of it spent in the models' forward
+passes (with alignment), the screened path's peak RSS (measured before the exact path runs),
+the extrapolated time for 1M discovery tokens, and the screening's recall: the share of the
+exact run's Rosetta neurons the screened run also finds with the same buddy. Last line: JSON.
 
-    python benchmarks/bench_discover.py [--units 2048] [--batches 2] [--pass-only]
+    python benchmarks/bench_discover.py [--tokens 30000] [--data DIR] [--doc-tokens 128]
 """
 
 import argparse
@@ -22,17 +23,18 @@ from pathlib import Path
 import torch
 
 from curate.demo_shards import build_demo_shards
-from probes.discovery import Corpus, aligned_batches
-from probes.discovery.run import full_capture
-from probes.discovery.stream import CrossCorrelation
+from probes.discovery import Corpus, Settings, discover
+from probes.discovery import run as discovery_run
 from probes.engine import pick_dtype
 from probes.hooks import mlp_width, n_layers
 from probes.models import load_model
 
+SHARED_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus"
 
-def gemm_peak(m: int, k: int, n: int, repeats: int = 3) -> float:
-    """Best float32 FLOP/s of an [m, k] x [k, n] product (the correlation stage's shape)."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
+
+def gemm_peak(m: int, k: int, n: int, dtype: torch.dtype, repeats: int = 3) -> float:
+    """Best FLOP/s of an [m, k] x [k, n] product in `dtype` (the correlation stage's shape)."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2 * m * k * n / best
@@ -44,105 +46,128 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-class CountingTokenizer:
-    """Forwards to a tokenizer and counts its calls, the texts they tokenize and their time."""
+class Clock:
+    """Seconds spent inside wrapped functions or generators, by name."""
 
-    def __init__(self, tokenizer):
-        self.tokenizer, self.calls, self.texts, self.seconds = tokenizer, 0, 0, 0.0
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
 
-    def __call__(self, texts, *args, **kwargs):
-        self.calls += 1
-        self.texts += len(texts)
+    def function(self, name: str, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._add(name, time.perf_counter() - start)
+
+        return timed
+
+    def generator(self, name: str, fn):
+        def timed(*args, **kwargs):
+            items = fn(*args, **kwargs)
+            while True:
+                start = time.perf_counter()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                finally:
+                    self._add(name, time.perf_counter() - start)
+                yield item
+
+        return timed
+
+    def _add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+
+def timed_discovery(models, corpus: Corpus, settings: Settings) -> tuple[object, dict]:
+    """discover() with the forward passes (the aligned-batch stream) and screening timed."""
+    clock = Clock()
+    original = discovery_run.aligned_batches, discovery_run.screen
+    discovery_run.aligned_batches = clock.generator("forward", original[0])
+    discovery_run.screen = clock.function("screen", original[1])
+    try:
         start = time.perf_counter()
-        encoded = self.tokenizer(texts, *args, **kwargs)
-        self.seconds += time.perf_counter() - start
-        return encoded
+        found = discover(models, corpus, settings)
+        wall = time.perf_counter() - start
+    finally:
+        discovery_run.aligned_batches, discovery_run.screen = original
+    forward = clock.seconds.get("forward", 0.0)
+    return found, {
+        "seconds": round(wall, 1),
+        "forward_seconds": round(forward, 1),
+        "screen_seconds": round(clock.seconds.get("screen", 0.0), 1),
+        "forward_share": round(forward / wall, 3),
+        "rosetta": len(found.rosetta),
+        "units": dict(found.units),
+    }
 
-    def __getattr__(self, name: str):
-        return getattr(self.tokenizer, name)
 
+def recall(exact, screened) -> dict:
+    """Share of the exact run's Rosetta neurons the screened run finds with the same buddies."""
 
-def discovery_pass(models, data: Path, tokens: int, doc_tokens: int | None) -> dict:
-    """One pass as discovery reads it (every MLP layer of all models, bf16 if fast): aligned
-    tokens/s, wall and CPU seconds, and per model the tokenizer's calls, texts and seconds."""
-    counted = [replace(m, tokenizer=CountingTokenizer(m.tokenizer)) for m in models]
-    corpus = Corpus(data, counted[0], tokens, heldout=0.0, doc_tokens=doc_tokens)
-    captures = [full_capture(m, None) for m in counted]
-    start, cpu, units = time.perf_counter(), time.process_time(), 0
-    for acts, _ in aligned_batches(corpus, captures, False, 2048, "forward"):
-        units += acts[0].shape[0]
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    def buddies(found, i):
+        return tuple(int(p.matches.buddy[i]) for p in found.partners)
+
+    wanted = {int(i): buddies(exact, int(i)) for i in exact.rosetta}
+    got = {int(i): buddies(screened, int(i)) for i in screened.rosetta}
+    same = sum(1 for i, b in wanted.items() if got.get(i) == b)
     return {
-        "tok_s": round(units / seconds, 1),
-        "seconds": round(seconds, 2),
-        "cpu_seconds": round(cpu, 2),  # this process only: the measure on a shared machine
-        "aligned_tokens": units,
-        "anchor_tokens": sum(corpus.tokens.values()),
-        "documents": sum(corpus.docs.values()),
-        "tokenizer_calls": {m.name: m.tokenizer.calls for m in counted},
-        "texts_tokenized": {m.name: m.tokenizer.texts for m in counted},
-        "tokenizer_seconds": {m.name: round(m.tokenizer.seconds, 3) for m in counted},
+        "exact_rosetta": len(wanted),
+        "screened_rosetta": len(got),
+        "found_same_buddies": same,
+        "recall": round(same / max(len(wanted), 1), 4),
+        "screened_only": len(set(got) - set(wanted)),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--units", type=int, default=2048, help="Aligned tokens per batch.")
-    parser.add_argument("--batches", type=int, default=2, help="Timed correlation batches.")
-    parser.add_argument("--forward-tokens", type=int, default=2048, help="Anchor tokens read.")
-    parser.add_argument("--doc-tokens", type=int, default=None, help="Per document (default: all).")
-    parser.add_argument("--pass-only", action="store_true", help="Measure the pass only.")
+    parser.add_argument("--tokens", type=int, default=30_000, help="Discovery tokens (anchor).")
+    parser.add_argument("--data", type=Path, default=None, help="Shard dir (default: shared).")
+    parser.add_argument("--doc-tokens", type=int, default=128, help="Tokens per document.")
     args = parser.parse_args()
 
     dtype = pick_dtype("auto")
     models = [load_model(name, dtype) for name in ("minilm-l6", "mpnet-base")]
-    with tempfile.TemporaryDirectory() as tmp:
-        data = build_demo_shards(Path(tmp) / "shards")
-        one_pass = discovery_pass(models, data, args.forward_tokens, args.doc_tokens)
-    fwd_tok_s = one_pass["tok_s"]
-    print(f"discovery pass (both models, every layer, {dtype}): {fwd_tok_s:.1f} tok/s")
-    print(f"tokenizer calls {one_pass['tokenizer_calls']}, texts {one_pass['texts_tokenized']}")
-    print(f"tokenizer seconds {one_pass['tokenizer_seconds']} of {one_pass['seconds']} s")
-    print(f"for {one_pass['anchor_tokens']} anchor tokens in {one_pass['documents']} documents")
-    command = " ".join(["python", *sys.argv])
-    if args.pass_only:
-        print(f"command: {command}")
-        print(json.dumps({"pass": one_pass}))
-        return
-
     n_anchor = n_layers(models[0].model, "bert") * mlp_width(models[0].model, "bert")
-    layers, width = n_layers(models[1].model, "mpnet"), mlp_width(models[1].model, "mpnet")
-    print(f"threads {torch.get_num_threads()}, anchor {n_anchor} x partner {layers * width}")
+    width = mlp_width(models[1].model, "mpnet")
+    peaks = {d: gemm_peak(n_anchor, 2048, width, d) / 1e9 for d in (torch.float32, torch.bfloat16)}
+    print(f"threads {torch.get_num_threads()}, models in {dtype}, GEMM {n_anchor}x2048x{width}:")
+    print(f"  fp32 {peaks[torch.float32]:.1f} GFLOP/s, bf16 {peaks[torch.bfloat16]:.1f} GFLOP/s")
 
-    peak = gemm_peak(n_anchor, args.units, width)
-    print(f"GEMM peak (float32, {n_anchor}x{args.units}x{width}): {peak / 1e9:.1f} GFLOP/s")
-
-    cross = CrossCorrelation(n_anchor, layers, width, torch.Generator().manual_seed(0))
-    z_anchor_t = torch.randn(n_anchor, args.units)
-    z_partner = torch.randn(args.units, layers * width)
-    cross.update(z_anchor_t[:, :64].contiguous(), z_partner[:64])  # warm up
-    seconds = sum(_timed(lambda: cross.update(z_anchor_t, z_partner)) for _ in range(args.batches))
-    units = args.units * args.batches
-    flops = 2 * units * (n_anchor * layers * width + layers * width * width)
-    corr_tok_s = units / seconds
-    fraction = flops / seconds / peak
-    print(f"correlation: {corr_tok_s:.1f} tok/s, {flops / seconds / 1e9:.1f} GFLOP/s")
-
-    per_token = 2 / fwd_tok_s + 1 / corr_tok_s
-    hours = 1e6 * per_token / 3600
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"1M discovery tokens: {hours:.2f} h (2 forward passes + correlation); peak RSS")
-    print(f"{peak_rss_mb:.0f} MB; command: {command}")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or (SHARED_CORPUS if SHARED_CORPUS.is_dir() else None)
+        data = data or build_demo_shards(Path(tmp) / "shards")
+        corpus = Corpus(data, models[0], args.tokens, heldout=0.25, doc_tokens=args.doc_tokens)
+        screened, fast = timed_discovery(models, corpus, Settings())
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"screened: {fast}")
+        exact, slow = timed_discovery(models, corpus, replace(Settings(), screen=None))
+        print(f"exact:    {slow}")
+    tokens = screened.units["discovery"]
+    per_token = (fast["seconds"] - fast["screen_seconds"]) / tokens
+    minutes_1m = (1e6 * per_token + fast["screen_seconds"]) / 60
+    matched = recall(exact, screened)
+    print(f"recall vs exact: {matched}")
+    print(f"1M discovery tokens, screened: {minutes_1m:.1f} min extrapolated; exact:")
+    print(f"{1e6 * slow['seconds'] / tokens / 60:.1f} min; screened peak RSS {peak_rss_mb:.0f} MB")
+    print(f"data {data}; command: {' '.join(['python', *sys.argv])}")
     print(
         json.dumps(
             {
-                "corr_tok_s": round(corr_tok_s, 1),
-                "fraction_of_gemm_peak": round(fraction, 3),
+                "discovery_tokens": tokens,
+                "extrapolated_1m_tokens_min": round(minutes_1m, 1),
+                "extrapolated_1m_tokens_min_exact": round(1e6 * slow["seconds"] / tokens / 60, 1),
+                "forward_share": fast["forward_share"],
                 "peak_rss_mb": round(peak_rss_mb),
-                "gemm_peak_gflops": round(peak / 1e9, 1),
-                "forward_tok_s": round(fwd_tok_s, 1),
-                "extrapolated_1m_tokens_h": round(hours, 2),
-                "pass": one_pass,
+                "gemm_fp32_gflops": round(peaks[torch.float32], 1),
+                "gemm_bf16_gflops": round(peaks[torch.bfloat16], 1),
+                "speedup_vs_exact": round(slow["seconds"] / fast["seconds"], 2),
+                **matched,
+                "screened": fast,
+                "exact": slow,
             }
         )
     )

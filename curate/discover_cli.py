@@ -61,6 +61,10 @@ def _layers(value: str | None) -> tuple[int, ...] | None:
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
 @click.option("--dtype", type=DTYPE_CHOICE, default="auto", show_default=True)
 @click.option("--tokens-per-batch", default=4096, show_default=True)
+@click.option("--exact", is_flag=True, help="All pairs on every token (the reference path).")
+@click.option("--screen-tokens", default=8192, show_default=True, help="Tokens screened all-pairs.")
+@click.option("--screen-layers", default=2, show_default=True, help="Partner layers per neuron.")
+@click.option("--screen-per-layer", default=4, show_default=True, help="Candidates per layer.")
 @click.option("--force", is_flag=True, help="Replace an existing neuron set at --out.")
 def discover(
     models: tuple[str, ...],
@@ -82,6 +86,10 @@ def discover(
     on_error: str,
     dtype: str,
     tokens_per_batch: int,
+    exact: bool,
+    screen_tokens: int,
+    screen_layers: int,
+    screen_per_layer: int,
     force: bool,
 ) -> None:
     """Find Rosetta neurons of the first --model that have a buddy in every other one."""
@@ -110,6 +118,10 @@ def discover(
             on_error=on_error,
             dtype=dtype,
             tokens_per_batch=tokens_per_batch,
+            exact=exact,
+            screen_tokens=screen_tokens,
+            screen_layers=screen_layers,
+            screen_per_layer=screen_per_layer,
             force=force,
             command=_command_line(),
         )

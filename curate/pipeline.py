@@ -302,6 +302,10 @@ class DiscoverJob:
     on_error: str = "fail"
     dtype: str = "auto"
     tokens_per_batch: int = 4096
+    exact: bool = False  # all pairs on every token (the reference) instead of screen-then-verify
+    screen_tokens: int = 8192  # aligned tokens correlated all-pairs to find candidate buddies
+    screen_layers: int = 2  # best partner layers kept per anchor neuron
+    screen_per_layer: int = 4  # candidates per anchor neuron per layer, and per partner neuron
     force: bool = False  # replace an existing neuron set at `out`
     command: str = ""  # recorded in the artifact (the CLI passes its command line)
 
@@ -346,6 +350,9 @@ def _discover(job: DiscoverJob) -> NeuronArtifact:
         seed=job.seed,
         tokens_per_batch=job.tokens_per_batch,
         layers=job.layers,
+        screen=None
+        if job.exact
+        else disc.ScreenSettings(job.screen_tokens, job.screen_layers, job.screen_per_layer),
     )
     found = disc.discover(loaded, corpus, settings)
     null = disc.null_rate(found, corpus) if job.null_rate else None

@@ -15,10 +15,11 @@ from transformers import AutoTokenizer
 from curate.discover_cli import discover as discover_cmd
 from curate.discover_cli import neurons as neurons_cmd
 from probes.capture import ActivationCapture
-from probes.discovery import Corpus, Moments, Settings, discover, null_rate
+from probes.discovery import Corpus, Moments, ScreenSettings, Settings, discover, null_rate
 from probes.discovery.align import align, encode
 from probes.discovery.match import mutual_top_k
-from probes.discovery.selectivity import class_selectivity
+from probes.discovery.screen import PairSums, screen, sparse_mutual_best
+from probes.discovery.selectivity import NeuronStats, class_selectivity
 from probes.engine import ProbeEngine
 from probes.errors import CurateError
 from probes.models import load_model, resolve_model_path
@@ -91,6 +92,70 @@ def test_mutual_top_k_keeps_only_mutual_pairs():
     assert two.buddy.tolist() == [0, 0, 2]
 
 
+def test_pair_sums_give_exact_pearson_correlations_in_one_shifted_pass():
+    rng = np.random.default_rng(1)
+    a = rng.normal(3.0, 0.5, size=(2000, 5)).astype(np.float32)
+    b = (0.7 * a[:, [0, 0, 1, 4]] + rng.normal(0, 0.4, size=(2000, 4))).astype(np.float32)
+    shifts = torch.from_numpy(a[:100].mean(0)), torch.from_numpy(b[:100].mean(0))
+    sums = PairSums(torch.tensor([0, 0, 1, 4, 2]), torch.tensor([0, 1, 2, 3, 3]), *shifts)
+    moments = [Moments(5), Moments(4)]
+    for lo, hi in ((0, 7), (7, 1500), (1500, 2000)):
+        sums.update(torch.from_numpy(a[lo:hi]), torch.from_numpy(b[lo:hi]))
+        moments[0].update(torch.from_numpy(a[lo:hi]))
+        moments[1].update(torch.from_numpy(b[lo:hi]))
+    got = sums.correlations(moments[0].mean, moments[0].var, moments[1].mean, moments[1].var)
+    pairs_ab = zip(sums.anchor.tolist(), sums.partner.tolist(), strict=True)
+    want = [np.corrcoef(a[:, i], b[:, j])[0, 1] for i, j in pairs_ab]
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+
+
+def test_sparse_mutual_best_equals_dense_matching_when_every_pair_is_given():
+    corr = torch.from_numpy(np.random.default_rng(2).uniform(-1, 1, size=(30, 40)).astype("f4"))
+    dense = mutual_top_k(iter([(slice(0, 40), corr)]), 30, k=1)
+    anchor, partner = torch.arange(30).repeat_interleave(40), torch.arange(40).repeat(30)
+    sparse = sparse_mutual_best(anchor, partner, corr.reshape(-1), 30, 40)
+    assert torch.equal(sparse.buddy, dense.buddy) and (dense.buddy >= 0).sum() > 3
+    assert torch.allclose(sparse.best, dense.best)
+    has = dense.buddy >= 0
+    assert torch.equal(sparse.corr[has], dense.corr[has])
+
+
+def test_screening_keeps_the_strong_partners_and_each_partners_best_anchor():
+    rng = np.random.default_rng(3)
+    anchor = rng.normal(size=(4000, 20)).astype(np.float32)
+    partner = rng.normal(size=(4000, 2 * 16)).astype(np.float32)
+    partner[:, 21] += 2 * anchor[:, 5]  # layer 1, neuron 5: anchor 5's buddy
+    partner[:, 3] += 1 * anchor[:, 9]  # layer 0, neuron 3: anchor 9's buddy
+    found = screen(
+        torch.from_numpy(anchor),
+        torch.from_numpy(partner),
+        16,
+        ScreenSettings(sample=4000, layers=1, per_layer=2),
+        torch.Generator().manual_seed(0),
+    )
+    pairs = set(zip(found.anchor.tolist(), found.partner.tolist(), strict=True))
+    assert (5, 21) in pairs and (9, 3) in pairs
+    assert len(pairs) <= 20 * 1 * 2 + 32 * 2  # per anchor: 2 in its best layer; per partner: 2
+    # the null's candidates: the same bound, columns of the rotated layers that exist
+    assert len(found.null_anchor) <= 20 * 1 * 2 + 32 * 2
+    assert found.null_column.max() < found.rotated.n_columns <= 32
+    assert found.rotated(torch.from_numpy(partner)).shape == (4000, found.rotated.n_columns)
+
+
+def test_neuron_stats_moments_match_direct_central_moments():
+    from scipy import stats as scipy_stats
+
+    x = np.random.default_rng(4).gamma(2.0, 1.5, size=(3000, 3)).astype(np.float32)
+    x[:, 2] = 1.0  # a constant neuron
+    stats = NeuronStats(torch.tensor([2.5, 4.0, 1.0]))  # shifted away from the means
+    for lo, hi in ((0, 1000), (1000, 3000)):
+        stats.update(torch.from_numpy(x[lo:hi]), ["a"] * (hi - lo))
+    out = stats.result()
+    np.testing.assert_allclose(out["skew"][:2], scipy_stats.skew(x[:, :2]), rtol=1e-4)
+    np.testing.assert_allclose(out["kurtosis"][:2], scipy_stats.kurtosis(x[:, :2]), rtol=1e-4)
+    assert out["skew"][2] == 0 and out["kurtosis"][2] == -3
+
+
 def test_class_selectivity_index():
     means = torch.tensor([[1.0, 0.5, 0.0], [0.0, 0.5, 0.0]])
     assert class_selectivity(means).tolist() == [1.0, 0.0, 0.0]
@@ -109,6 +174,29 @@ def _permuted_copy(loaded, seed: int):
             layer.output.dense.weight.copy_(layer.output.dense.weight[:, perm])
             perms.append(perm)
     return replace(loaded, name="minilm-permuted", model=model, content_hash="permuted"), perms
+
+
+def test_screened_discovery_finds_what_exact_all_pairs_finds(minilm, demo_shards):
+    """A noisy copy makes buddies imperfect and unequal; screening on the first 1,024 tokens
+    then verifying on all 4,000 must give exact all-pairs' Rosetta set and buddies."""
+    noisy = copy.deepcopy(minilm.model)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for layer in noisy.encoder.layer[: max(LAYERS) + 1]:
+            weight = layer.intermediate.dense.weight
+            weight.add_(0.8 * weight.std() * torch.randn(weight.shape, generator=generator))
+    partner = replace(minilm, name="minilm-noisy", model=noisy, content_hash="noisy")
+    corpus = Corpus(demo_shards, minilm, max_tokens=4000, heldout=0.25)
+    base = Settings(layers=LAYERS, min_corr=0.3)
+    exact = discover([minilm, partner], corpus, replace(base, screen=None))
+    screened = discover([minilm, partner], corpus, replace(base, screen=ScreenSettings(1024)))
+    assert screened.matching["screen_tokens"] < screened.units["discovery"]
+    assert 50 < len(exact.rosetta) < 0.9 * 2 * WIDTH  # a real selection, not all or nothing
+    assert set(screened.rosetta.tolist()) == set(exact.rosetta.tolist())
+    r = exact.rosetta
+    mine, theirs = screened.partners[0], exact.partners[0]
+    assert torch.equal(mine.matches.buddy[r], theirs.matches.buddy[r])
+    torch.testing.assert_close(mine.matches.corr[r], theirs.matches.corr[r], atol=1e-4, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -163,10 +251,17 @@ def test_cli_discover_show_top_atlas_and_probe_refusal(
     assert meta["models"][1]["hook_names"] == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
     assert meta["command"].startswith("curate ") and len(meta["corpus"]["fingerprint"]) == 64
     assert meta["neurons"] > 2500
+    assert meta["matching"]["method"] == "screen, then verify"
+    assert meta["matching"]["verified_pairs"][0] < 0.01 * 3072 * 3072  # a sliver of all pairs
     tsv = (out / "neurons.tsv").read_text().splitlines()
     assert len(tsv) == meta["neurons"] + 1 and tsv[0].startswith("rank\thook")
     again = runner.invoke(discover_cmd, args)
     assert isinstance(again.exception, CurateError) and "--force" in str(again.exception)
+    exact = runner.invoke(discover_cmd, [*args, "--exact", "--force"], catch_exceptions=False)
+    assert exact.exit_code == 0, exact.output
+    exact_meta = json.loads((out / "meta.json").read_text())
+    assert exact_meta["matching"]["method"] == "exact all pairs"
+    assert exact_meta["neurons"] == meta["neurons"]
 
     shown = runner.invoke(neurons_cmd, ["show", str(out), "--json", "--limit", "3"])
     assert shown.exit_code == 0 and len(json.loads(shown.output)["neurons"]) == 3

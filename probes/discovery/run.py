@@ -23,6 +23,7 @@ from probes.discovery.align import EncodedDoc, align, encode
 from probes.discovery.controls import heldout_corr, null_threshold, random_copy
 from probes.discovery.corpus import Corpus, CorpusDoc, anchor_encodings
 from probes.discovery.match import Matches, mutual_top_k
+from probes.discovery.screen import ScreenSettings, Verifier, screen
 from probes.discovery.selectivity import NeuronStats
 from probes.discovery.stream import CrossCorrelation, Moments
 from probes.errors import CurateError
@@ -126,6 +127,7 @@ class Settings:
     seed: int = 0
     tokens_per_batch: int = 4096
     layers: tuple[int, ...] | None = None
+    screen: ScreenSettings | None = ScreenSettings()  # None: exact all pairs (--exact)
 
 
 @dataclass
@@ -161,6 +163,7 @@ class Discovery:
     tokens: dict[str, int]
     units: dict[str, int]
     settings: Settings
+    matching: dict = field(default_factory=dict)  # how the pairs were found (exact / screened)
     null_run: dict = field(default_factory=dict)
 
     def neuron(self, flat: int) -> tuple[int, int]:
@@ -173,39 +176,19 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
         raise CurateError("discovery needs an anchor and at least one partner model")
     if settings.top_k < 1:
         raise CurateError(f"--top-k must be at least 1, not {settings.top_k}")
+    if settings.screen is not None and settings.top_k != 1:
+        raise CurateError("screened discovery pairs mutual best buddies: use --exact for --top-k")
     captures = [full_capture(m, settings.layers) for m in models]
     widths = [mlp_width(m.model, m.model_type) for m in models]
     sizes = [len(s.requests) * w for s, w in zip(captures, widths, strict=True)]
     generator = torch.Generator().manual_seed(settings.seed)
-
-    moments = [Moments(n) for n in sizes]
-    units = Counter()
-    for acts, _ in aligned_batches(corpus, captures, False, settings.tokens_per_batch, "pass 1/3"):
-        units["discovery"] += acts[0].shape[0]
-        for moment, x in zip(moments, acts, strict=True):
-            moment.update(x)
-    if units["discovery"] < 2:
-        raise CurateError("the discovery split has fewer than 2 aligned tokens; raise --max-tokens")
-    count = units["discovery"]
-
-    cross = [
-        CrossCorrelation(sizes[0], len(s.requests), w, generator)
-        for s, w in zip(captures[1:], widths[1:], strict=True)
-    ]
-    stats = NeuronStats(sizes[0])
-    for acts, labels in aligned_batches(
-        corpus, captures, False, settings.tokens_per_batch, "pass 2/3"
-    ):
-        z = [m.standardize(x) for m, x in zip(moments, acts, strict=True)]
-        z_anchor_t = z[0].T.contiguous()
-        for acc, z_partner in zip(cross, z[1:], strict=True):
-            acc.update(z_anchor_t, z_partner)
-        stats.update(acts[0], z[0], labels)
+    passes = _exact_passes if settings.screen is None else _screened_pass
+    moments, stats, pairings, units, matching = passes(
+        corpus, captures, sizes, widths, settings, generator
+    )
 
     partners = []
-    for acc, capture, width in zip(cross, captures[1:], widths[1:], strict=True):
-        matches = mutual_top_k(acc.blocks(count, rotated=False), sizes[0], settings.top_k)
-        null = mutual_top_k(acc.blocks(count, rotated=True), sizes[0], settings.top_k)
+    for (matches, null), capture, width in zip(pairings, captures[1:], widths[1:], strict=True):
         threshold = null_threshold(null, settings.null_quantile)
         passes_floor = matches.corr >= settings.min_corr
         passes_null = (matches.corr > threshold) & (matches.corr > null.best)
@@ -223,7 +206,6 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
                 passes_replication=torch.zeros(sizes[0], dtype=torch.bool),
             )
         )
-    del cross
 
     candidates = torch.stack([p.passes_floor & p.passes_null for p in partners]).all(0)
     candidates = candidates.nonzero().squeeze(1)
@@ -263,8 +245,107 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
         classes=list(stats.classes),
         tokens=dict(corpus.tokens),
         units=dict(units),
+        matching=matching,
         settings=settings,
     )
+
+
+Pairing = tuple[Matches, Matches]  # a partner's mutual best buddies and its rotated null
+
+
+def _exact_passes(corpus, captures, sizes, widths, settings: Settings, generator):
+    """All pairs (the reference): pass 1 for moments, pass 2 for every cross sum."""
+    moments = [Moments(n) for n in sizes]
+    units = Counter()
+    for acts, _ in aligned_batches(corpus, captures, False, settings.tokens_per_batch, "pass 1/3"):
+        units["discovery"] += acts[0].shape[0]
+        for moment, x in zip(moments, acts, strict=True):
+            moment.update(x)
+    _enough(units["discovery"])
+    cross = [
+        CrossCorrelation(sizes[0], len(s.requests), w, generator)
+        for s, w in zip(captures[1:], widths[1:], strict=True)
+    ]
+    stats = NeuronStats(moments[0].mean)
+    for acts, labels in aligned_batches(
+        corpus, captures, False, settings.tokens_per_batch, "pass 2/3"
+    ):
+        z = [m.standardize(x) for m, x in zip(moments, acts, strict=True)]
+        z_anchor_t = z[0].T.contiguous()
+        for acc, z_partner in zip(cross, z[1:], strict=True):
+            acc.update(z_anchor_t, z_partner)
+        stats.update(acts[0], labels)
+    count, k = units["discovery"], settings.top_k
+    pairings: list[Pairing] = [
+        (
+            mutual_top_k(acc.blocks(count, rotated=False), sizes[0], k),
+            mutual_top_k(acc.blocks(count, rotated=True), sizes[0], k),
+        )
+        for acc in cross
+    ]
+    return moments, stats, pairings, units, {"method": "exact all pairs"}
+
+
+def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generator):
+    """One pass over the discovery split: moments and neuron statistics for every token, the
+    first `screen.sample` tokens screened all-pairs, then exact sums for the screened pairs and
+    the null's pairs over every token (the buffered sample's included)."""
+    moments = [Moments(n) for n in sizes]
+    units = Counter()
+    sample: list[tuple[list[torch.Tensor], list[str]]] = []
+    stats, verifiers = None, []
+
+    def start():
+        acts = [torch.cat([b[0][m] for b in sample]) for m in range(len(captures))]
+        shifts = [a.mean(0) for a in acts]
+        found = [
+            screen(acts[0], partner, width, settings.screen, generator)
+            for partner, width in zip(acts[1:], widths[1:], strict=True)
+        ]
+        verifiers = [Verifier(c, shifts[0], s) for c, s in zip(found, shifts[1:], strict=True)]
+        return NeuronStats(shifts[0]), verifiers
+
+    def feed(acts, labels):
+        stats.update(acts[0], labels)
+        for verifier, partner in zip(verifiers, acts[1:], strict=True):
+            verifier.update(acts[0], partner)
+
+    for acts, labels in aligned_batches(
+        corpus, captures, False, settings.tokens_per_batch, "pass 1/2 (screen, then verify)"
+    ):
+        units["discovery"] += acts[0].shape[0]
+        for moment, x in zip(moments, acts, strict=True):
+            moment.update(x)
+        if stats is not None:
+            feed(acts, labels)
+            continue
+        sample.append((acts, labels))
+        if sum(len(b[1]) for b in sample) >= settings.screen.sample:
+            stats, verifiers = start()
+            for batch in sample:
+                feed(*batch)
+            sample = []
+    _enough(units["discovery"])
+    if stats is None:  # the split is smaller than the sample: screen what there is
+        stats, verifiers = start()
+        for batch in sample:
+            feed(*batch)
+    pairings = [v.pairing(moments[0], m) for v, m in zip(verifiers, moments[1:], strict=True)]
+    matching = {
+        "method": "screen, then verify",
+        "screen_tokens": min(units["discovery"], settings.screen.sample),
+        "layers_per_neuron": settings.screen.layers,
+        "candidates_per_layer": settings.screen.per_layer,
+        "verified_pairs": [v.n_pairs[0] for v in verifiers],
+        "verified_null_pairs": [v.n_pairs[1] for v in verifiers],
+        "null": "rotated basis; candidates from the screened tokens, verified on every token",
+    }
+    return moments, stats, pairings, units, matching
+
+
+def _enough(discovery_units: int) -> None:
+    if discovery_units < 2:
+        raise CurateError("the discovery split has fewer than 2 aligned tokens; raise --max-tokens")
 
 
 def null_rate(discovery: Discovery, corpus: Corpus, partner: int = 0) -> dict:
@@ -371,6 +452,7 @@ def to_artifact(
             "seed": d.settings.seed,
             "activation_threshold": f"mean + {THRESHOLD_STDS:g} std of the anchor activation",
         },
+        "matching": d.matching,
         "counts": {
             "anchor_neurons": n_anchor,
             "mutual_buddies": [int((p.matches.buddy >= 0).sum()) for p in partners],

@@ -1,7 +1,8 @@
 """Per-neuron statistics that say how selective a neuron is, for Rosetta and all other neurons.
 
-Computed from the second-pass standardized activations, so skew and kurtosis are exact central
-moments; class selectivity uses the document labels (e.g. `metadata.source`) as classes.
+Skew and kurtosis come from power sums of activations shifted by a fixed per-neuron constant
+near the mean (float64), so one pass gives the central moments without the final means; class
+selectivity uses the document labels (e.g. `metadata.source`) as classes.
 """
 
 from collections.abc import Sequence
@@ -17,27 +18,29 @@ class NeuronStats:
     index (Morcos et al., 2018) stays in [0, 1] for activations with a small negative lobe.
     """
 
-    def __init__(self, n_neurons: int):
+    def __init__(self, shift: torch.Tensor):
+        n_neurons = len(shift)
+        self.shift = shift.float()
         self.count = 0
         self.fires = torch.zeros(n_neurons, dtype=torch.float64)
-        self.sum_z3 = torch.zeros(n_neurons, dtype=torch.float64)
-        self.sum_z4 = torch.zeros(n_neurons, dtype=torch.float64)
+        self.powers = torch.zeros((4, n_neurons), dtype=torch.float64)  # sums of d, d^2, d^3, d^4
         self.classes: list[str] = []
         self.class_sums = torch.zeros((0, n_neurons), dtype=torch.float64)
         self.class_counts = torch.zeros(0, dtype=torch.float64)
 
-    def update(self, acts: torch.Tensor, z: torch.Tensor, labels: Sequence[str]) -> None:
-        """`acts` and `z` are [units, neurons]; `labels[u]` is the class of unit u."""
+    def update(self, acts: torch.Tensor, labels: Sequence[str]) -> None:
+        """`acts` is [units, neurons]; `labels[u]` is the class of unit u."""
         self.count += acts.shape[0]
         self.fires += (acts > 0).sum(0)
-        z2 = z * z
-        self.sum_z3 += (z2 * z).sum(0)
-        self.sum_z4 += (z2 * z2).sum(0)
+        d = (acts - self.shift).double()
+        d2 = d * d
+        for power, values in enumerate((d, d2, d2 * d, d2 * d2)):
+            self.powers[power] += values.sum(0)
         for label in dict.fromkeys(labels):
             if label not in self.classes:
                 self.classes.append(label)
                 self.class_sums = torch.cat(
-                    [self.class_sums, self.class_sums.new_zeros(1, z.shape[1])]
+                    [self.class_sums, self.class_sums.new_zeros(1, acts.shape[1])]
                 )
                 self.class_counts = torch.cat([self.class_counts, self.class_counts.new_zeros(1)])
         index = torch.tensor([self.classes.index(label) for label in labels])
@@ -47,11 +50,17 @@ class NeuronStats:
     def result(self) -> dict[str, torch.Tensor]:
         """frequency, skew, excess kurtosis, selectivity (CSI), top_class index, class_means."""
         n = max(self.count, 1)
+        m1, m2, m3, m4 = self.powers / n
+        var = m2 - m1**2
+        c3 = m3 - 3 * m1 * m2 + 2 * m1**3
+        c4 = m4 - 4 * m1 * m3 + 6 * m1**2 * m2 - 3 * m1**4
+        varies = var > 1e-12  # a constant neuron: skew 0, kurtosis -3 (as z = 0 would give)
+        safe = var.clamp(min=1e-12)
         class_means = self.class_sums / self.class_counts.clamp(min=1).unsqueeze(1)
         return {
             "frequency": (self.fires / n).float(),
-            "skew": (self.sum_z3 / n).float(),
-            "kurtosis": (self.sum_z4 / n - 3.0).float(),
+            "skew": torch.where(varies, c3 / safe**1.5, 0.0).float(),
+            "kurtosis": torch.where(varies, c4 / safe**2, 0.0).float() - 3.0,
             "selectivity": class_selectivity(class_means).float(),
             "top_class": class_means.argmax(0) if len(self.classes) else torch.zeros(0),
             "class_means": class_means.float(),

@@ -1,0 +1,241 @@
+"""Screen, then verify: candidate buddies from a token sample, exact statistics only for them.
+
+All-pairs correlation costs (anchor neurons x partner neurons) multiply-adds per token: 340M for
+minilm-l6 x mpnet-base, more than the two models' forward passes. A neuron with a strong buddy
+already ranks it near the top on a few thousand tokens, so stage 1 (`screen`) correlates every
+pair on the first `sample` aligned tokens of the stream and keeps, for each anchor neuron, its
+`per_layer` best partners in each of its `layers` best partner layers, and for each partner neuron
+its `per_layer` best anchors (the competitors the mutual check must see). Stage 2 (`PairSums`)
+streams exact cross sums for those pairs only, over every token of the split: Pearson
+correlations then come from them and the exact per-neuron moments. Memory holds the sample and
+the pair sums, whatever the token count.
+
+The rotated-basis null is computed on the sample with all pairs (a smaller sample gives larger
+chance correlations, so this null is stricter than one on the whole split would be).
+"""
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from probes.discovery.match import Matches
+from probes.discovery.stream import Moments, random_rotation
+
+
+@dataclass(frozen=True)
+class ScreenSettings:
+    sample: int = 8192  # aligned tokens correlated all-pairs
+    layers: int = 2  # partner layers kept per anchor neuron (its best ones on the sample)
+    per_layer: int = 4  # candidates per anchor neuron per kept layer, and per partner neuron
+
+
+@dataclass
+class Rotated:
+    """The rotated-basis null's partner columns that need exact statistics: per partner layer,
+    the chosen columns of its rotation, applied to partner activations standardized with the
+    sample's moments (a fixed linear map, so its exact statistics stream like any neuron's)."""
+
+    mean: torch.Tensor  # [partner] sample means
+    inv_std: torch.Tensor  # [partner] 1 / sample std (0 for a constant neuron)
+    width: int
+    columns: list[torch.Tensor]  # per layer: the rotated columns kept (sorted)
+    maps: list[torch.Tensor]  # per layer: [width, kept] those columns of the rotation
+
+    def __call__(self, partner: torch.Tensor) -> torch.Tensor:
+        """[units, kept columns of every layer, in layer order] rotated activations."""
+        z = (partner.float() - self.mean) * self.inv_std
+        w = self.width
+        return torch.cat([z[:, i * w : (i + 1) * w] @ m for i, m in enumerate(self.maps)], dim=1)
+
+    @property
+    def n_columns(self) -> int:
+        return sum(len(c) for c in self.columns)
+
+
+@dataclass
+class Candidates:
+    """Screened pairs for one partner: (anchor, partner flat index), and the null's pairs
+    (anchor, index among `rotated`'s kept columns); each unique, in row-major order."""
+
+    anchor: torch.Tensor  # [pairs] long
+    partner: torch.Tensor  # [pairs] long
+    null_anchor: torch.Tensor
+    null_column: torch.Tensor
+    rotated: Rotated
+
+
+def _standardize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """z-scores of x's columns, their means, and 1 / std (0 where a column is constant)."""
+    x = x.float()
+    mean, std = x.mean(0), x.std(0, unbiased=False)
+    inv = torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std))
+    return (x - mean) * inv, mean, inv
+
+
+def _pairs(blocks, n_anchor: int, n_columns: int, settings: ScreenSettings):
+    """From per-layer correlation blocks (columns, [anchor, width]): for each anchor neuron its
+    `per_layer` best columns in each of its `layers` best layers, and for each column so chosen
+    its `per_layer` best anchors (the competitors the mutual check must see)."""
+    top_val, top_idx, col_anchor = [], [], []
+    for block, corr in blocks:
+        val, idx = corr.topk(min(settings.per_layer, corr.shape[1]), dim=1)
+        top_val.append(val)
+        top_idx.append(idx + block.start)
+        col_anchor.append(corr.topk(min(settings.per_layer, n_anchor), dim=0).indices)
+    top_val, top_idx = torch.stack(top_val, 1), torch.stack(top_idx, 1)  # [anchor, layers, k]
+    best_layers = top_val[:, :, 0].topk(min(settings.layers, top_val.shape[1]), dim=1).indices
+    k = top_idx.shape[2]
+    kept = top_idx.gather(1, best_layers.unsqueeze(2).expand(-1, -1, k)).reshape(n_anchor, -1)
+    chosen = torch.unique(kept)
+    anchors_of = torch.cat(col_anchor, dim=1)[:, chosen]  # [k', chosen columns]
+    per_anchor = torch.arange(n_anchor).repeat_interleave(kept.shape[1])
+    rows = torch.cat([per_anchor, anchors_of.reshape(-1)])
+    cols = torch.cat([kept.reshape(-1), chosen.repeat(anchors_of.shape[0])])
+    flat = torch.unique(rows * n_columns + cols)
+    return flat // n_columns, flat % n_columns
+
+
+def screen(
+    anchor: torch.Tensor,
+    partner: torch.Tensor,
+    width: int,
+    settings: ScreenSettings,
+    generator: torch.Generator,
+) -> Candidates:
+    """Candidate pairs from all-pairs Pearson correlations on the sample (`anchor` [units, A],
+    `partner` [units, layers * width]), and the rotated null's candidates chosen the same way
+    (one random rotation per partner layer, drawn as the exact path draws them)."""
+    n, n_anchor = anchor.shape
+    n_partner = partner.shape[1]
+    z_a_t = _standardize(anchor)[0].T.contiguous()
+    z_b, mean_b, inv_b = _standardize(partner)
+    blocks = [slice(i * width, (i + 1) * width) for i in range(n_partner // width)]
+    real = _pairs(((b, z_a_t @ z_b[:, b] / n) for b in blocks), n_anchor, n_partner, settings)
+    rotations = [random_rotation(width, generator) for _ in blocks]
+    rotated_corr = (
+        (b, z_a_t @ _standardize(z_b[:, b] @ r)[0] / n)
+        for b, r in zip(blocks, rotations, strict=True)
+    )
+    null_anchor, null_flat = _pairs(rotated_corr, n_anchor, n_partner, settings)
+    layer = null_flat // width
+    columns = [(null_flat[layer == i] - i * width).unique() for i in range(len(blocks))]
+    maps = [r[:, c] for r, c in zip(rotations, columns, strict=True)]
+    offsets = torch.tensor([0] + [len(c) for c in columns]).cumsum(0)
+    null_column = torch.empty_like(null_flat)
+    for i, kept in enumerate(columns):
+        here = layer == i
+        null_column[here] = offsets[i] + torch.searchsorted(kept, null_flat[here] - i * width)
+    rotated = Rotated(mean_b, inv_b, width, columns, maps)
+    return Candidates(real[0], real[1], null_anchor, null_column, rotated)
+
+
+class PairSums:
+    """sum_t (a_t - s_a)(b_t - s_b) for the screened pairs, in float64, shifted by fixed
+    per-neuron constants (the sample means) so the one-pass covariance does not cancel.
+    `anchor` and `partner` hold the pairs in row-major order (the order of the sums).
+
+    Each batch is one sampled dense-dense product (`torch.sparse.sampled_addmm`): the dot
+    products of the screened pairs only, without gathering their activation rows."""
+
+    def __init__(
+        self, anchor: torch.Tensor, partner: torch.Tensor, shift_anchor: torch.Tensor, shift_partner
+    ):
+        order = torch.argsort(anchor * len(shift_partner) + partner)
+        self.anchor, self.partner = anchor[order], partner[order]
+        self.shift_anchor, self.shift_partner = shift_anchor.float(), shift_partner.float()
+        rows = torch.zeros(len(shift_anchor) + 1, dtype=torch.long)
+        rows[1:] = torch.bincount(self.anchor, minlength=len(shift_anchor)).cumsum(0)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            self.pattern = torch.sparse_csr_tensor(
+                rows,
+                self.partner,
+                torch.zeros(len(self.partner)),
+                size=(len(shift_anchor), len(shift_partner)),
+                check_invariants=False,
+            )
+        self.sums = torch.zeros(len(self.anchor), dtype=torch.float64)
+        self.count = 0
+
+    def update(self, anchor: torch.Tensor, partner: torch.Tensor) -> None:
+        a = anchor.float() - self.shift_anchor
+        b = partner.float() - self.shift_partner
+        products = torch.sparse.sampled_addmm(self.pattern, a.T, b, beta=0.0)
+        self.sums += products.values().double()
+        self.count += anchor.shape[0]
+
+    def correlations(self, mean_a, var_a, mean_b, var_b) -> torch.Tensor:
+        """Pearson correlation per pair from the exact moments of the same tokens."""
+        n = max(self.count, 1)
+        da = mean_a[self.anchor] - self.shift_anchor.double()[self.anchor]
+        db = mean_b[self.partner] - self.shift_partner.double()[self.partner]
+        cov = self.sums / n - da * db
+        scale = (var_a[self.anchor] * var_b[self.partner]).sqrt()
+        return torch.where(scale > 1e-12, cov / scale.clamp(min=1e-12), 0.0).float()
+
+
+def sparse_mutual_best(
+    anchor: torch.Tensor, partner: torch.Tensor, corr: torch.Tensor, n_anchor: int, n_partner: int
+) -> Matches:
+    """Mutual best buddies among the screened pairs: anchor i's best partner j whose best anchor
+    (among the pairs holding j) is i. `best` is each anchor neuron's best screened correlation."""
+    order = torch.argsort(corr, descending=True, stable=True)
+    a, p, c = anchor[order], partner[order], corr[order]
+    first_of_anchor = _first_occurrence(a, n_anchor)
+    first_of_partner = _first_occurrence(p, n_partner)
+    best = torch.full((n_anchor,), -math.inf)
+    has_pairs = first_of_anchor >= 0
+    best[has_pairs] = c[first_of_anchor[has_pairs]]
+    buddy = torch.full((n_anchor,), -1, dtype=torch.long)
+    pair_corr = torch.full((n_anchor,), math.nan)
+    top = first_of_anchor[has_pairs]
+    mutual = first_of_partner[p[top]] == top
+    rows = has_pairs.nonzero().squeeze(1)[mutual]
+    buddy[rows] = p[top[mutual]]
+    pair_corr[rows] = c[top[mutual]]
+    return Matches(buddy=buddy, corr=pair_corr, best=best)
+
+
+def _first_occurrence(values: torch.Tensor, size: int) -> torch.Tensor:
+    """For each id in [0, size): the first position of it in `values`, or -1."""
+    first = torch.full((size,), len(values), dtype=torch.long)
+    first.scatter_reduce_(0, values, torch.arange(len(values)), reduce="amin")
+    return torch.where(first < len(values), first, -1)
+
+
+class Verifier:
+    """Stage 2 for one partner: exact cross sums of its screened pairs and of the null's pairs
+    (with the rotated columns' own moments), fed every token of the discovery split."""
+
+    def __init__(self, candidates: Candidates, shift_anchor: torch.Tensor, shift_partner):
+        self.candidates = candidates
+        self.pairs = PairSums(candidates.anchor, candidates.partner, shift_anchor, shift_partner)
+        n_rotated = candidates.rotated.n_columns
+        self.null_pairs = PairSums(
+            candidates.null_anchor, candidates.null_column, shift_anchor, torch.zeros(n_rotated)
+        )
+        self.rotated_moments = Moments(n_rotated)
+
+    def update(self, anchor: torch.Tensor, partner: torch.Tensor) -> None:
+        self.pairs.update(anchor, partner)
+        rotated = self.candidates.rotated(partner)
+        self.null_pairs.update(anchor, rotated)
+        self.rotated_moments.update(rotated)
+
+    def pairing(self, anchor: Moments, partner: Moments) -> tuple[Matches, Matches]:
+        """Mutual best buddies among the screened pairs, and the rotated null's."""
+        n_anchor, n_partner, rotated = len(anchor.mean), len(partner.mean), self.rotated_moments
+        corr = self.pairs.correlations(anchor.mean, anchor.var, partner.mean, partner.var)
+        null = self.null_pairs.correlations(anchor.mean, anchor.var, rotated.mean, rotated.var)
+        return (
+            sparse_mutual_best(self.pairs.anchor, self.pairs.partner, corr, n_anchor, n_partner),
+            sparse_mutual_best(
+                self.null_pairs.anchor, self.null_pairs.partner, null, n_anchor, len(rotated.mean)
+            ),
+        )
+
+    @property
+    def n_pairs(self) -> tuple[int, int]:
+        return len(self.pairs.sums), len(self.null_pairs.sums)
