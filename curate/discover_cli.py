@@ -38,6 +38,16 @@ def _layers(value: str | None) -> tuple[int, ...] | None:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--max-tokens", default=50_000, show_default=True, help="Anchor tokens read.")
 @click.option("--min-corr", default=0.5, show_default=True, help="Correlation floor.")
+@click.option(
+    "--max-null-rate",
+    type=float,
+    default=None,
+    help="Set the floor instead: the lowest at which at most this share of neurons pass with "
+    "a rotated-null buddy, measured on a calibration split the final counts do not use.",
+)
+@click.option(
+    "--calibration", default=0.2, show_default=True, help="Share of documents for that split."
+)
 @click.option("--seed", default=0, show_default=True, help="Null rotations, split, random init.")
 @click.option("--top-k", default=1, show_default=True, help="Mutual top-k matching.")
 @click.option("--heldout", default=0.2, show_default=True, help="Share of documents held out.")
@@ -72,6 +82,8 @@ def discover(
     out_dir: Path,
     max_tokens: int,
     min_corr: float,
+    max_null_rate: float | None,
+    calibration: float,
     seed: int,
     top_k: int,
     heldout: float,
@@ -104,6 +116,8 @@ def discover(
             out=out_dir,
             max_tokens=max_tokens,
             min_corr=min_corr,
+            max_null_rate=max_null_rate,
+            calibration=calibration,
             seed=seed,
             top_k=top_k,
             heldout=heldout,
@@ -142,10 +156,17 @@ def _summary(result) -> str:
         f"held-out {corpus['tokens'].get('heldout', 0):,} in {sum(corpus['documents'].values()):,} "
         f"documents; corpus {corpus['fingerprint'][:16]}",
     ]
+    if isinstance(floor_from := meta["thresholds"].get("floor_from"), dict):
+        lines.append(
+            f"floor {floor_from['floor']:.3f} from the null on the calibration split "
+            f"({corpus['tokens'].get('calibration', 0):,} tokens): "
+            f"{floor_from['null_rate']:.2%} of neurons pass with a null buddy "
+            f"(--max-null-rate {floor_from['max_null_rate']:g})"
+        )
     for p, m in enumerate(models[1:]):
         lines.append(
             f"{m['name']}: mutual buddies {counts['mutual_buddies'][p]:,}, "
-            f">= floor {meta['thresholds']['min_corr']}: {counts['pass_floor'][p]:,}, "
+            f">= floor {meta['thresholds']['min_corr']:.3f}: {counts['pass_floor'][p]:,}, "
             f"> null {meta['thresholds']['null_threshold'][p]:.3f}: {counts['pass_null'][p]:,}, "
             f"replicated: {counts['pass_replication'][p]:,}"
         )

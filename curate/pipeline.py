@@ -288,6 +288,8 @@ class DiscoverJob:
     out: Path
     max_tokens: int = 50_000
     min_corr: float = 0.5
+    max_null_rate: float | None = None  # instead of min_corr: the floor from a calibration null
+    calibration: float = 0.2  # share of documents for that calibration (with max_null_rate)
     seed: int = 0
     top_k: int = 1
     heldout: float = 0.2
@@ -318,6 +320,8 @@ def discover(job: DiscoverJob) -> NeuronArtifact:
         raise CurateError("give at least two models: the anchor and a partner")
     if job.heldout <= 0:
         raise CurateError("--heldout must be above 0: replication needs held-out documents")
+    if job.max_null_rate is not None and not 0 <= job.max_null_rate < 1:
+        raise CurateError(f"--max-null-rate must be in [0, 1), not {job.max_null_rate}")
     neuronset.check_out(job.out, job.force)
     with output_folders((job.out, "--out")):
         return _discover(job)
@@ -341,6 +345,7 @@ def _discover(job: DiscoverJob) -> NeuronArtifact:
         job.id_key,
         job.on_error,
         job.doc_tokens,
+        job.calibration if job.max_null_rate is not None else 0.0,
     )
     settings = disc.Settings(
         min_corr=job.min_corr,
@@ -350,6 +355,7 @@ def _discover(job: DiscoverJob) -> NeuronArtifact:
         seed=job.seed,
         tokens_per_batch=job.tokens_per_batch,
         layers=job.layers,
+        max_null_rate=job.max_null_rate,
         screen=None
         if job.exact
         else disc.ScreenSettings(job.screen_tokens, job.screen_layers, job.screen_per_layer),
@@ -409,7 +415,7 @@ def _top(job: TopJob) -> TopResult:
     for name, root in (("target", job.target), ("background", job.background)):
         corpus = Corpus(root, capture.loaded, job.max_tokens, heldout=0.0)
         moments = Moments(len(columns))
-        for acts, _ in aligned_batches(corpus, [capture], False, 4096, name):
+        for acts, _ in aligned_batches(corpus, [capture], "discovery", 4096, name):
             moments.update(acts[0][:, columns])
         if moments.count < 2:
             raise CurateError(f"--{name} {root} has fewer than 2 tokens")

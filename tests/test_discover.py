@@ -176,16 +176,21 @@ def _permuted_copy(loaded, seed: int):
     return replace(loaded, name="minilm-permuted", model=model, content_hash="permuted"), perms
 
 
-def test_screened_discovery_finds_what_exact_all_pairs_finds(minilm, demo_shards):
-    """A noisy copy makes buddies imperfect and unequal; screening on the first 1,024 tokens
-    then verifying on all 4,000 must give exact all-pairs' Rosetta set and buddies."""
-    noisy = copy.deepcopy(minilm.model)
+def _noisy_copy(loaded):
+    """A copy whose first MLP layers have noise added to their weights: imperfect buddies."""
+    noisy = copy.deepcopy(loaded.model)
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for layer in noisy.encoder.layer[: max(LAYERS) + 1]:
             weight = layer.intermediate.dense.weight
             weight.add_(0.8 * weight.std() * torch.randn(weight.shape, generator=generator))
-    partner = replace(minilm, name="minilm-noisy", model=noisy, content_hash="noisy")
+    return replace(loaded, name="minilm-noisy", model=noisy, content_hash="noisy")
+
+
+def test_screened_discovery_finds_what_exact_all_pairs_finds(minilm, demo_shards):
+    """A noisy copy makes buddies imperfect and unequal; screening on the first 1,024 tokens
+    then verifying on all 4,000 must give exact all-pairs' Rosetta set and buddies."""
+    partner = _noisy_copy(minilm)
     corpus = Corpus(demo_shards, minilm, max_tokens=4000, heldout=0.25)
     base = Settings(layers=LAYERS, min_corr=0.3)
     exact = discover([minilm, partner], corpus, replace(base, screen=None))
@@ -197,6 +202,40 @@ def test_screened_discovery_finds_what_exact_all_pairs_finds(minilm, demo_shards
     mine, theirs = screened.partners[0], exact.partners[0]
     assert torch.equal(mine.matches.buddy[r], theirs.matches.buddy[r])
     torch.testing.assert_close(mine.matches.corr[r], theirs.matches.corr[r], atol=1e-4, rtol=0)
+
+
+def test_floor_for_null_rate_lets_through_at_most_the_rate():
+    from probes.discovery.controls import floor_for_null_rate
+    from probes.discovery.match import Matches
+
+    nan = math.nan
+    first = torch.tensor([0.9, 0.8, 0.7, 0.6, nan, 0.5, 0.4, 0.3, 0.2, 0.1])
+    second = torch.tensor([0.2, 0.85, 0.75, 0.65, 0.9, 0.55, 0.45, 0.35, 0.25, 0.15])
+    nulls = [
+        Matches(buddy=torch.zeros(10, dtype=torch.long), corr=c, best=c) for c in (first, second)
+    ]
+    # a neuron passes with its weaker partner: 0.2, 0.8, 0.7, 0.6, -inf, 0.5, 0.4, 0.3, 0.2, 0.1
+    floor, rate = floor_for_null_rate(nulls, 0.1)
+    assert (
+        floor == pytest.approx(0.7, abs=1e-6) and rate == 0.1
+    )  # 0.8 passes; 0.7 would be a second (> 10 %)
+    for allowed in (0.2, 0.29):
+        floor, rate = floor_for_null_rate(nulls, allowed)
+        assert floor == pytest.approx(0.6, abs=1e-6) and rate == 0.2
+    assert floor_for_null_rate(nulls, 0.0)[1] == 0.0
+
+
+def test_max_null_rate_sets_the_floor_on_a_calibration_split_only(minilm, demo_shards):
+    partner = _noisy_copy(minilm)
+    corpus = Corpus(demo_shards, minilm, max_tokens=5000, heldout=0.2, calibration=0.3)
+    found = discover([minilm, partner], corpus, Settings(layers=LAYERS, max_null_rate=0.01))
+    assert found.calibration["null_rate"] <= 0.01 and 0 < found.floor < 1
+    assert corpus.tokens["calibration"] > 1000 and found.units["calibration"] > 1000
+    p = found.partners[0]
+    assert torch.equal(p.passes_floor, p.matches.corr >= found.floor)
+    # the calibration split changes the floor and nothing else: the same floor given directly
+    fixed = discover([minilm, partner], corpus, Settings(layers=LAYERS, min_corr=found.floor))
+    assert torch.equal(fixed.rosetta, found.rosetta) and len(found.rosetta) > 0
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +296,8 @@ def test_cli_discover_show_top_atlas_and_probe_refusal(
     assert len(tsv) == meta["neurons"] + 1 and tsv[0].startswith("rank\thook")
     again = runner.invoke(discover_cmd, args)
     assert isinstance(again.exception, CurateError) and "--force" in str(again.exception)
+    bad = runner.invoke(discover_cmd, [*args, "--max-null-rate", "2", "--force"])
+    assert isinstance(bad.exception, CurateError) and "--max-null-rate" in str(bad.exception)
     exact = runner.invoke(discover_cmd, [*args, "--exact", "--force"], catch_exceptions=False)
     assert exact.exit_code == 0, exact.output
     exact_meta = json.loads((out / "meta.json").read_text())

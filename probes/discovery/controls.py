@@ -24,6 +24,21 @@ def null_threshold(null: Matches, quantile: float) -> float:
     return float(torch.quantile(corrs.double(), quantile)) if len(corrs) else float(null.best.max())
 
 
+def floor_for_null_rate(nulls: Sequence[Matches], rate: float) -> tuple[float, float]:
+    """The lowest correlation floor at which at most `rate` of the anchor neurons have a null
+    buddy at or above it in every partner, and the share that then does."""
+    per_partner = [torch.nan_to_num(n.corr.double(), nan=-math.inf) for n in nulls]
+    weakest = torch.stack(per_partner).min(0).values  # a neuron passes only with every partner
+    ordered = weakest.sort(descending=True).values
+    allowed = int(math.floor(rate * len(ordered)))
+    if allowed >= len(ordered) or not math.isfinite(float(ordered[allowed])):
+        floor = -1.0
+    else:  # just above the first value that must not pass
+        floor = math.nextafter(float(ordered[allowed]), math.inf)
+    floor = min(floor, 1.0)
+    return floor, float((weakest >= floor).double().mean())
+
+
 def heldout_corr(
     batches: Iterable[tuple[list[torch.Tensor], list[str]]],
     means: Sequence[torch.Tensor],

@@ -18,6 +18,7 @@ from probes.models import LoadedModel
 from probes.shards import dotted, list_shards, read_documents, shard_root
 
 OPEN_SHARDS = 32  # shards read round-robin at once: a small budget still samples many sources
+SPLITS = ("discovery", "heldout", "calibration")  # calibration: for a floor chosen from the null
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class CorpusDoc:
     id: str
     text: str
     label: str  # class for selectivity: the label key's value, else the shard's top folder
-    heldout: bool
+    split: str  # one of SPLITS
     n_tokens: int = 0  # anchor content tokens after truncation
     encoded: EncodedDoc | None = None  # the anchor's encoding, cut to the corpus' doc_tokens
 
@@ -33,9 +34,9 @@ class CorpusDoc:
 class Corpus:
     """A bounded document stream that every pass reads again from the shards, in the same order.
 
-    Documents go to the held-out split by a seeded hash of their id, so the split is disjoint and
-    reproducible. The budget counts the anchor's content tokens (after truncation) over both
-    splits.
+    Documents go to the held-out (replication) and calibration (floor) splits by a seeded hash
+    of their id, so the splits are disjoint and reproducible. The budget counts the anchor's
+    content tokens (after truncation) over all splits.
     """
 
     def __init__(
@@ -50,9 +51,15 @@ class Corpus:
         id_key: str = "id",
         on_error: str = "fail",
         doc_tokens: int | None = None,
+        calibration: float = 0.0,
     ):
         if not 0.0 <= heldout < 1.0:
             raise CurateError(f"held-out fraction must be in [0, 1), not {heldout}")
+        if not 0.0 <= calibration < 1.0 - heldout:
+            raise CurateError(
+                f"calibration fraction must be in [0, {1 - heldout:g}) beside the held-out "
+                f"{heldout:g}, not {calibration}"
+            )
         if max_tokens < 1:
             raise CurateError(f"--max-tokens must be positive, not {max_tokens}")
         self.shards = list_shards(root)
@@ -62,6 +69,7 @@ class Corpus:
         self.doc_tokens = min(anchor.max_length, doc_tokens or anchor.max_length)
         self.max_tokens = max_tokens
         self.heldout = heldout
+        self.calibration = calibration
         self.seed = seed
         self.label_key = label_key
         self.text_key, self.id_key, self.on_error = text_key, id_key, on_error
@@ -86,9 +94,8 @@ class Corpus:
                 if n == 0 or total >= self.max_tokens:
                     continue
                 total += n
-                split = "heldout" if doc.heldout else "discovery"
-                tokens[split] += n
-                docs[split] += 1
+                tokens[doc.split] += n
+                docs[doc.split] += 1
                 digest.update(f"{doc.id}\n".encode())
                 yield replace(doc, n_tokens=n, encoded=enc)
         self.fingerprint = digest.hexdigest()
@@ -115,11 +122,19 @@ class Corpus:
                 self._skipped += 1
                 continue
             label = dotted(doc.record, self.label_key) or fallback
-            yield CorpusDoc(doc.id, doc.text, label, self._is_heldout(doc.id))
+            yield CorpusDoc(doc.id, doc.text, label, self._split(doc.id))
 
-    def _is_heldout(self, doc_id: str) -> bool:
+    def _split(self, doc_id: str) -> str:
         h = hashlib.sha256(f"{self.seed}:{doc_id}".encode()).digest()
-        return int.from_bytes(h[:8], "big") / 2**64 < self.heldout
+        u = int.from_bytes(h[:8], "big") / 2**64
+        if u < self.heldout:
+            return "heldout"
+        return "calibration" if u < self.heldout + self.calibration else "discovery"
+
+    def fraction(self, split: str) -> float:
+        """The expected share of the budget in `split`."""
+        shares = {"heldout": self.heldout, "calibration": self.calibration}
+        return shares.get(split, 1.0 - self.heldout - self.calibration)
 
 
 def anchor_encodings(docs: Sequence[CorpusDoc]) -> list[EncodedDoc]:

@@ -11,7 +11,7 @@ the artifact format itself (`probes.neuronset`) never depends on discovery.
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import torch
@@ -20,7 +20,12 @@ from tqdm import tqdm
 from probes.batching import length_sorted_batches, pad
 from probes.capture import ActivationCapture
 from probes.discovery.align import EncodedDoc, align, encode
-from probes.discovery.controls import heldout_corr, null_threshold, random_copy
+from probes.discovery.controls import (
+    floor_for_null_rate,
+    heldout_corr,
+    null_threshold,
+    random_copy,
+)
 from probes.discovery.corpus import Corpus, CorpusDoc, anchor_encodings
 from probes.discovery.match import Matches, mutual_top_k
 from probes.discovery.screen import ScreenSettings, Verifier, screen
@@ -52,21 +57,22 @@ def full_capture(loaded: LoadedModel, layers: Sequence[int] | None) -> Activatio
 def aligned_batches(
     corpus: Corpus,
     captures: Sequence[ActivationCapture],
-    heldout: bool,
+    split: str,
     tokens_per_batch: int,
     desc: str,
 ) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
-    """Per batch: each model's float32 [units, neurons] activations, and each unit's label.
+    """Per batch of `split`'s documents: each model's float32 [units, neurons] activations,
+    and each unit's label.
 
     `captures[0]` is the corpus anchor: its documents arrive already encoded.
     """
     if captures[0].loaded is not corpus.anchor:
         raise ValueError("the first capture must be the corpus anchor's")
-    expected = corpus.max_tokens * (corpus.heldout if heldout else 1 - corpus.heldout)
+    expected = corpus.max_tokens * corpus.fraction(split)
     with tqdm(total=int(expected), desc=desc, unit="tok", unit_scale=True, leave=False) as bar:
         window: list[CorpusDoc] = []
         for doc in corpus:
-            if doc.heldout != heldout:
+            if doc.split != split:
                 continue
             window.append(doc)
             if sum(d.n_tokens for d in window) >= WINDOW_BATCHES * tokens_per_batch:
@@ -128,6 +134,7 @@ class Settings:
     tokens_per_batch: int = 4096
     layers: tuple[int, ...] | None = None
     screen: ScreenSettings | None = ScreenSettings()  # None: exact all pairs (--exact)
+    max_null_rate: float | None = None  # set the floor from the null on the calibration split
 
 
 @dataclass
@@ -164,6 +171,8 @@ class Discovery:
     units: dict[str, int]
     settings: Settings
     matching: dict = field(default_factory=dict)  # how the pairs were found (exact / screened)
+    floor: float = 0.0  # the correlation floor applied: --min-corr, or set by the calibration
+    calibration: dict = field(default_factory=dict)  # how --max-null-rate set the floor
     null_run: dict = field(default_factory=dict)
 
     def neuron(self, flat: int) -> tuple[int, int]:
@@ -183,14 +192,32 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
     sizes = [len(s.requests) * w for s, w in zip(captures, widths, strict=True)]
     generator = torch.Generator().manual_seed(settings.seed)
     passes = _exact_passes if settings.screen is None else _screened_pass
+    floor, calibration = settings.min_corr, {}
+    if settings.max_null_rate is not None:
+        if corpus.calibration <= 0:
+            raise CurateError("--max-null-rate needs a calibration split (--calibration > 0)")
+        own = torch.Generator().manual_seed(settings.seed + 1)  # discovery's draws stay the same
+        *_, cal_pairings, cal_units, _ = passes(
+            corpus, captures, sizes, widths, settings, own, "calibration"
+        )
+        floor, rate = floor_for_null_rate([n for _, n in cal_pairings], settings.max_null_rate)
+        calibration = {
+            "max_null_rate": settings.max_null_rate,
+            "null_rate": rate,
+            "floor": floor,
+            "aligned_tokens": cal_units["calibration"],
+            "null": "rotated-basis mutual best buddies on the calibration split",
+        }
     moments, stats, pairings, units, matching = passes(
-        corpus, captures, sizes, widths, settings, generator
+        corpus, captures, sizes, widths, settings, generator, "discovery"
     )
+    if calibration:
+        units["calibration"] = calibration["aligned_tokens"]
 
     partners = []
     for (matches, null), capture, width in zip(pairings, captures[1:], widths[1:], strict=True):
         threshold = null_threshold(null, settings.null_quantile)
-        passes_floor = matches.corr >= settings.min_corr
+        passes_floor = matches.corr >= floor
         passes_null = (matches.corr > threshold) & (matches.corr > null.best)
         partners.append(
             PartnerResult(
@@ -211,7 +238,8 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
     candidates = candidates.nonzero().squeeze(1)
     units["heldout"] = 0
     if len(candidates) and corpus.heldout > 0:
-        batches = aligned_batches(corpus, captures, True, settings.tokens_per_batch, "pass 3/3")
+        per_batch = settings.tokens_per_batch
+        batches = aligned_batches(corpus, captures, "heldout", per_batch, "held-out")
         buddies = [p.matches.buddy[candidates] for p in partners]
         corr, units["heldout"] = heldout_corr(
             batches, [m.mean for m in moments], candidates, buddies
@@ -247,35 +275,38 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
         units=dict(units),
         matching=matching,
         settings=settings,
+        floor=floor,
+        calibration=calibration,
     )
 
 
 Pairing = tuple[Matches, Matches]  # a partner's mutual best buddies and its rotated null
 
 
-def _exact_passes(corpus, captures, sizes, widths, settings: Settings, generator):
+def _exact_passes(corpus, captures, sizes, widths, settings: Settings, generator, split: str):
     """All pairs (the reference): pass 1 for moments, pass 2 for every cross sum."""
     moments = [Moments(n) for n in sizes]
     units = Counter()
-    for acts, _ in aligned_batches(corpus, captures, False, settings.tokens_per_batch, "pass 1/3"):
-        units["discovery"] += acts[0].shape[0]
+    first = aligned_batches(corpus, captures, split, settings.tokens_per_batch, f"{split} 1/2")
+    for acts, _ in first:
+        units[split] += acts[0].shape[0]
         for moment, x in zip(moments, acts, strict=True):
             moment.update(x)
-    _enough(units["discovery"])
+    _enough(units[split], split)
     cross = [
         CrossCorrelation(sizes[0], len(s.requests), w, generator)
         for s, w in zip(captures[1:], widths[1:], strict=True)
     ]
     stats = NeuronStats(moments[0].mean)
     for acts, labels in aligned_batches(
-        corpus, captures, False, settings.tokens_per_batch, "pass 2/3"
+        corpus, captures, split, settings.tokens_per_batch, f"{split} 2/2"
     ):
         z = [m.standardize(x) for m, x in zip(moments, acts, strict=True)]
         z_anchor_t = z[0].T.contiguous()
         for acc, z_partner in zip(cross, z[1:], strict=True):
             acc.update(z_anchor_t, z_partner)
         stats.update(acts[0], labels)
-    count, k = units["discovery"], settings.top_k
+    count, k = units[split], settings.top_k
     pairings: list[Pairing] = [
         (
             mutual_top_k(acc.blocks(count, rotated=False), sizes[0], k),
@@ -286,8 +317,8 @@ def _exact_passes(corpus, captures, sizes, widths, settings: Settings, generator
     return moments, stats, pairings, units, {"method": "exact all pairs"}
 
 
-def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generator):
-    """One pass over the discovery split: moments and neuron statistics for every token, the
+def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generator, split: str):
+    """One pass over the split: moments and neuron statistics for every token, the
     first `screen.sample` tokens screened all-pairs, then exact sums for the screened pairs and
     the null's pairs over every token (the buffered sample's included)."""
     moments = [Moments(n) for n in sizes]
@@ -311,9 +342,9 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
             verifier.update(acts[0], partner)
 
     for acts, labels in aligned_batches(
-        corpus, captures, False, settings.tokens_per_batch, "pass 1/2 (screen, then verify)"
+        corpus, captures, split, settings.tokens_per_batch, f"{split} (screen, then verify)"
     ):
-        units["discovery"] += acts[0].shape[0]
+        units[split] += acts[0].shape[0]
         for moment, x in zip(moments, acts, strict=True):
             moment.update(x)
         if stats is not None:
@@ -325,7 +356,7 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
             for batch in sample:
                 feed(*batch)
             sample = []
-    _enough(units["discovery"])
+    _enough(units[split], split)
     if stats is None:  # the split is smaller than the sample: screen what there is
         stats, verifiers = start()
         for batch in sample:
@@ -333,7 +364,7 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
     pairings = [v.pairing(moments[0], m) for v, m in zip(verifiers, moments[1:], strict=True)]
     matching = {
         "method": "screen, then verify",
-        "screen_tokens": min(units["discovery"], settings.screen.sample),
+        "screen_tokens": min(units[split], settings.screen.sample),
         "layers_per_neuron": settings.screen.layers,
         "candidates_per_layer": settings.screen.per_layer,
         "verified_pairs": [v.n_pairs[0] for v in verifiers],
@@ -343,9 +374,9 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
     return moments, stats, pairings, units, matching
 
 
-def _enough(discovery_units: int) -> None:
-    if discovery_units < 2:
-        raise CurateError("the discovery split has fewer than 2 aligned tokens; raise --max-tokens")
+def _enough(units: int, split: str) -> None:
+    if units < 2:
+        raise CurateError(f"the {split} split has fewer than 2 aligned tokens; raise --max-tokens")
 
 
 def null_rate(discovery: Discovery, corpus: Corpus, partner: int = 0) -> dict:
@@ -355,7 +386,8 @@ def null_rate(discovery: Discovery, corpus: Corpus, partner: int = 0) -> dict:
     """
     real = discovery.partners[partner].model
     fake = random_copy(real, discovery.settings.seed)
-    rerun = discover([discovery.anchor, fake], corpus, discovery.settings)
+    fixed = replace(discovery.settings, min_corr=discovery.floor, max_null_rate=None)
+    rerun = discover([discovery.anchor, fake], corpus, fixed)
     found = len(rerun.rosetta)
     return {
         "partner": fake.name,
@@ -443,7 +475,8 @@ def to_artifact(
             "classes": d.classes,
         },
         "thresholds": {
-            "min_corr": d.settings.min_corr,
+            "min_corr": d.floor,
+            "floor_from": d.calibration or "--min-corr",
             "top_k": d.settings.top_k,
             "null": "mutual top-k against each partner layer's neurons after a random rotation",
             "null_quantile": d.settings.null_quantile,
