@@ -9,6 +9,7 @@ the extrapolated time for 1M discovery tokens, and the screening's recall: the s
 exact run's Rosetta neurons the screened run also finds with the same buddy. Last line: JSON.
 
     python benchmarks/bench_discover.py [--tokens 30000] [--data DIR] [--doc-tokens 128]
+        [--exact-result exact.json]   # the exact run, kept for reruns on the same tokens
 """
 
 import argparse
@@ -104,14 +105,13 @@ def timed_discovery(models, corpus: Corpus, settings: Settings) -> tuple[object,
     }
 
 
-def recall(exact, screened) -> dict:
+def rosetta_buddies(found) -> dict[int, list[int]]:
+    """Each Rosetta neuron's buddy in every partner (what recall compares)."""
+    return {int(i): [int(p.matches.buddy[i]) for p in found.partners] for i in found.rosetta}
+
+
+def recall(wanted: dict[int, list[int]], got: dict[int, list[int]]) -> dict:
     """Share of the exact run's Rosetta neurons the screened run finds with the same buddies."""
-
-    def buddies(found, i):
-        return tuple(int(p.matches.buddy[i]) for p in found.partners)
-
-    wanted = {int(i): buddies(exact, int(i)) for i in exact.rosetta}
-    got = {int(i): buddies(screened, int(i)) for i in screened.rosetta}
     same = sum(1 for i, b in wanted.items() if got.get(i) == b)
     return {
         "exact_rosetta": len(wanted),
@@ -127,6 +127,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=30_000, help="Discovery tokens (anchor).")
     parser.add_argument("--data", type=Path, default=None, help="Shard dir (default: shared).")
     parser.add_argument("--doc-tokens", type=int, default=128, help="Tokens per document.")
+    parser.add_argument(
+        "--exact-result",
+        type=Path,
+        default=None,
+        help="JSON file: reuse the exact run recorded there for the same tokens, else write it.",
+    )
     args = parser.parse_args()
 
     dtype = pick_dtype("auto")
@@ -144,12 +150,22 @@ def main() -> None:
         screened, fast = timed_discovery(models, corpus, Settings())
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"screened: {fast}")
-        exact, slow = timed_discovery(models, corpus, replace(Settings(), screen=None))
-        print(f"exact:    {slow}")
+        key = {"fingerprint": corpus.fingerprint, "tokens": dict(corpus.tokens)}
+        cached = json.loads(args.exact_result.read_text()) if args.exact_result else None
+        if cached is not None and cached["key"] == key:
+            slow, wanted = cached["exact"], {int(k): v for k, v in cached["buddies"].items()}
+            print(f"exact:    {slow} (from {args.exact_result}, same tokens)")
+        else:
+            exact, slow = timed_discovery(models, corpus, replace(Settings(), screen=None))
+            wanted = rosetta_buddies(exact)
+            print(f"exact:    {slow}")
+            if args.exact_result:
+                record = {"key": key, "exact": slow, "buddies": wanted}
+                args.exact_result.write_text(json.dumps(record))
     tokens = screened.units["discovery"]
     per_token = (fast["seconds"] - fast["screen_seconds"]) / tokens
     minutes_1m = (1e6 * per_token + fast["screen_seconds"]) / 60
-    matched = recall(exact, screened)
+    matched = recall(wanted, rosetta_buddies(screened))
     print(f"recall vs exact: {matched}")
     print(f"1M discovery tokens, screened: {minutes_1m:.1f} min extrapolated; exact:")
     print(f"{1e6 * slow['seconds'] / tokens / 60:.1f} min; screened peak RSS {peak_rss_mb:.0f} MB")

@@ -22,6 +22,7 @@ import torch
 
 from probes.discovery.match import Matches
 from probes.discovery.stream import Moments, random_rotation
+from probes.engine import pick_dtype
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,16 @@ class Rotated:
     inv_std: torch.Tensor  # [partner] 1 / sample std (0 for a constant neuron)
     width: int
     columns: list[torch.Tensor]  # per layer: the rotated columns kept (sorted)
-    maps: list[torch.Tensor]  # per layer: [width, kept] those columns of the rotation
+    maps: list[torch.Tensor]  # per layer: [width, kept] those columns of the rotation, in dtype
+    dtype: torch.dtype = torch.float32  # bf16 where the CPU multiplies it fast: the null's
+    # correlations lose ~1e-6 to its rounding, and this product is the verification's largest
 
     def __call__(self, partner: torch.Tensor) -> torch.Tensor:
         """[units, kept columns of every layer, in layer order] rotated activations."""
-        z = (partner.float() - self.mean) * self.inv_std
+        z = ((partner.float() - self.mean) * self.inv_std).to(self.dtype)
         w = self.width
-        return torch.cat([z[:, i * w : (i + 1) * w] @ m for i, m in enumerate(self.maps)], dim=1)
+        parts = [z[:, i * w : (i + 1) * w] @ m for i, m in enumerate(self.maps)]
+        return torch.cat(parts, dim=1).float()
 
     @property
     def n_columns(self) -> int:
@@ -106,28 +110,33 @@ def screen(
 ) -> Candidates:
     """Candidate pairs from all-pairs Pearson correlations on the sample (`anchor` [units, A],
     `partner` [units, layers * width]), and the rotated null's candidates chosen the same way
-    (one random rotation per partner layer, drawn as the exact path draws them)."""
+    (one random rotation per partner layer, drawn as the exact path draws them). The products
+    run in bf16 where the CPU does that fast: they only rank candidates."""
     n, n_anchor = anchor.shape
     n_partner = partner.shape[1]
-    z_a_t = _standardize(anchor)[0].T.contiguous()
+    dtype = pick_dtype("auto")
+    z_a_t = _standardize(anchor)[0].T.contiguous().to(dtype)
     z_b, mean_b, inv_b = _standardize(partner)
     blocks = [slice(i * width, (i + 1) * width) for i in range(n_partner // width)]
-    real = _pairs(((b, z_a_t @ z_b[:, b] / n) for b in blocks), n_anchor, n_partner, settings)
+    z_low = z_b.to(dtype)
+    real_corr = ((b, (z_a_t @ z_low[:, b]).float() / n) for b in blocks)
+    real = _pairs(real_corr, n_anchor, n_partner, settings)
+    del z_low
     rotations = [random_rotation(width, generator) for _ in blocks]
     rotated_corr = (
-        (b, z_a_t @ _standardize(z_b[:, b] @ r)[0] / n)
+        (b, (z_a_t @ _standardize(z_b[:, b] @ r)[0].to(dtype)).float() / n)
         for b, r in zip(blocks, rotations, strict=True)
     )
     null_anchor, null_flat = _pairs(rotated_corr, n_anchor, n_partner, settings)
     layer = null_flat // width
     columns = [(null_flat[layer == i] - i * width).unique() for i in range(len(blocks))]
-    maps = [r[:, c] for r, c in zip(rotations, columns, strict=True)]
+    maps = [r[:, c].to(dtype) for r, c in zip(rotations, columns, strict=True)]
     offsets = torch.tensor([0] + [len(c) for c in columns]).cumsum(0)
     null_column = torch.empty_like(null_flat)
     for i, kept in enumerate(columns):
         here = layer == i
         null_column[here] = offsets[i] + torch.searchsorted(kept, null_flat[here] - i * width)
-    rotated = Rotated(mean_b, inv_b, width, columns, maps)
+    rotated = Rotated(mean_b, inv_b, width, columns, maps, dtype)
     return Candidates(real[0], real[1], null_anchor, null_column, rotated)
 
 

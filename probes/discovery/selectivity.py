@@ -32,10 +32,10 @@ class NeuronStats:
         """`acts` is [units, neurons]; `labels[u]` is the class of unit u."""
         self.count += acts.shape[0]
         self.fires += (acts > 0).sum(0)
-        d = (acts - self.shift).double()
+        d = acts.float() - self.shift  # float32 within a batch, float64 across batches
         d2 = d * d
         for power, values in enumerate((d, d2, d2 * d, d2 * d2)):
-            self.powers[power] += values.sum(0)
+            self.powers[power] += values.sum(0).double()
         for label in dict.fromkeys(labels):
             if label not in self.classes:
                 self.classes.append(label)
