@@ -151,7 +151,8 @@ def main() -> None:
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"screened: {fast}")
         key = {"fingerprint": corpus.fingerprint, "tokens": dict(corpus.tokens)}
-        cached = json.loads(args.exact_result.read_text()) if args.exact_result else None
+        known = args.exact_result is not None and args.exact_result.is_file()
+        cached = json.loads(args.exact_result.read_text()) if known else None
         if cached is not None and cached["key"] == key:
             slow, wanted = cached["exact"], {int(k): v for k, v in cached["buddies"].items()}
             print(f"exact:    {slow} (from {args.exact_result}, same tokens)")
