@@ -156,6 +156,12 @@ def _summary(result) -> str:
         f"held-out {corpus['tokens'].get('heldout', 0):,} in {sum(corpus['documents'].values()):,} "
         f"documents; corpus {corpus['fingerprint'][:16]}",
     ]
+    if matching := meta.get("matching"):  # absent from sets made before screening existed
+        line = f"matching: {matching['method']}"
+        if "verified_pairs" in matching:
+            pairs = ", ".join(f"{n:,}" for n in matching["verified_pairs"])
+            line += f" ({matching['screen_tokens']:,} tokens screened; pairs verified: {pairs})"
+        lines.append(line)
     if isinstance(floor_from := meta["thresholds"].get("floor_from"), dict):
         lines.append(
             f"floor {floor_from['floor']:.3f} from the null on the calibration split "

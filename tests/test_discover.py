@@ -284,7 +284,7 @@ def test_cli_discover_show_top_atlas_and_probe_refusal(
     args += ["--dtype", "fp32"]
     result = runner.invoke(discover_cmd, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "Rosetta neurons:" in result.output
+    assert "Rosetta neurons:" in result.output and "matching: screen, then verify" in result.output
     meta = json.loads((out / "meta.json").read_text())
     assert meta["models"][0]["content_hash"] == minilm.content_hash
     assert meta["models"][1]["hook_names"] == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
