@@ -327,16 +327,27 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
     stats, verifiers = None, []
 
     def start():
-        acts = [torch.cat([b[0][m] for b in sample]) for m in range(len(captures))]
+        """Screen the buffered sample; then feed it to the verifiers and let it go."""
+        acts = []
+        for m in range(len(captures)):  # one model at a time, freeing its buffered batches
+            acts.append(torch.cat([b[0][m] for b in sample]))
+            for batch in sample:
+                batch[0][m] = None
+        labels = [label for batch in sample for label in batch[1]]
+        sample.clear()
         shifts = [a.mean(0) for a in acts]
         found = [
             screen(acts[0], partner, width, settings.screen, generator)
             for partner, width in zip(acts[1:], widths[1:], strict=True)
         ]
         verifiers = [Verifier(c, shifts[0], s) for c, s in zip(found, shifts[1:], strict=True)]
-        return NeuronStats(shifts[0]), verifiers
+        state = NeuronStats(shifts[0]), verifiers
+        step = settings.tokens_per_batch
+        for lo in range(0, len(labels), step):
+            feed([a[lo : lo + step] for a in acts], labels[lo : lo + step], *state)
+        return state
 
-    def feed(acts, labels):
+    def feed(acts, labels, stats, verifiers):
         stats.update(acts[0], labels)
         for verifier, partner in zip(verifiers, acts[1:], strict=True):
             verifier.update(acts[0], partner)
@@ -348,19 +359,14 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
         for moment, x in zip(moments, acts, strict=True):
             moment.update(x)
         if stats is not None:
-            feed(acts, labels)
+            feed(acts, labels, stats, verifiers)
             continue
         sample.append((acts, labels))
         if sum(len(b[1]) for b in sample) >= settings.screen.sample:
             stats, verifiers = start()
-            for batch in sample:
-                feed(*batch)
-            sample = []
     _enough(units[split], split)
     if stats is None:  # the split is smaller than the sample: screen what there is
         stats, verifiers = start()
-        for batch in sample:
-            feed(*batch)
     pairings = [v.pairing(moments[0], m) for v, m in zip(verifiers, moments[1:], strict=True)]
     matching = {
         "method": "screen, then verify",

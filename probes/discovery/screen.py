@@ -70,12 +70,16 @@ class Candidates:
     rotated: Rotated
 
 
-def _standardize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """z-scores of x's columns, their means, and 1 / std (0 where a column is constant)."""
-    x = x.float()
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column means and 1 / std (0 where a column is constant) of a float32 matrix."""
     mean, std = x.mean(0), x.std(0, unbiased=False)
-    inv = torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std))
-    return (x - mean) * inv, mean, inv
+    return mean, torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std))
+
+
+def _standardize(x: torch.Tensor) -> torch.Tensor:
+    """z-scores of x's columns, in one new matrix."""
+    mean, inv = _moments(x)
+    return (x - mean).mul_(inv)
 
 
 def _pairs(blocks, n_anchor: int, n_columns: int, settings: ScreenSettings):
@@ -115,16 +119,18 @@ def screen(
     n, n_anchor = anchor.shape
     n_partner = partner.shape[1]
     dtype = pick_dtype("auto")
-    z_a_t = _standardize(anchor)[0].T.contiguous().to(dtype)
-    z_b, mean_b, inv_b = _standardize(partner)
+    z_a_t = _standardize(anchor.float()).T.contiguous().to(dtype)
+    mean_b, inv_b = _moments(partner)
     blocks = [slice(i * width, (i + 1) * width) for i in range(n_partner // width)]
-    z_low = z_b.to(dtype)
-    real_corr = ((b, (z_a_t @ z_low[:, b]).float() / n) for b in blocks)
+
+    def z_layer(b: slice) -> torch.Tensor:  # one layer at a time: memory holds one
+        return (partner[:, b] - mean_b[b]).mul_(inv_b[b])
+
+    real_corr = ((b, (z_a_t @ z_layer(b).to(dtype)).float() / n) for b in blocks)
     real = _pairs(real_corr, n_anchor, n_partner, settings)
-    del z_low
     rotations = [random_rotation(width, generator) for _ in blocks]
     rotated_corr = (
-        (b, (z_a_t @ _standardize(z_b[:, b] @ r)[0].to(dtype)).float() / n)
+        (b, (z_a_t @ _standardize(z_layer(b) @ r).to(dtype)).float() / n)
         for b, r in zip(blocks, rotations, strict=True)
     )
     null_anchor, null_flat = _pairs(rotated_corr, n_anchor, n_partner, settings)
