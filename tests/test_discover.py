@@ -100,7 +100,7 @@ def test_pair_sums_give_exact_pearson_correlations_in_one_shifted_pass():
     sums = PairSums(torch.tensor([0, 0, 1, 4, 2]), torch.tensor([0, 1, 2, 3, 3]), *shifts)
     moments = [Moments(5), Moments(4)]
     for lo, hi in ((0, 7), (7, 1500), (1500, 2000)):
-        sums.update(torch.from_numpy(a[lo:hi]), torch.from_numpy(b[lo:hi]))
+        sums.add(sums.shifted(torch.from_numpy(a[lo:hi])), torch.from_numpy(b[lo:hi]))
         moments[0].update(torch.from_numpy(a[lo:hi]))
         moments[1].update(torch.from_numpy(b[lo:hi]))
     got = sums.correlations(moments[0].mean, moments[0].var, moments[1].mean, moments[1].var)

@@ -324,7 +324,7 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
     moments = [Moments(n) for n in sizes]
     units = Counter()
     sample: list[tuple[list[torch.Tensor], list[str]]] = []
-    stats, verifiers = None, []
+    stats, verifiers, buffered = None, [], 0
 
     def start():
         """Screen the buffered sample; then feed it to the verifiers and let it go."""
@@ -335,6 +335,7 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
                 batch[0][m] = None
         labels = [label for batch in sample for label in batch[1]]
         sample.clear()
+        units["screened"] = len(labels)  # the sample, up to one batch past screen.sample
         shifts = [a.mean(0) for a in acts]
         found = [
             screen(acts[0], partner, width, settings.screen, generator)
@@ -362,7 +363,8 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
             feed(acts, labels, stats, verifiers)
             continue
         sample.append((acts, labels))
-        if sum(len(b[1]) for b in sample) >= settings.screen.sample:
+        buffered += len(labels)
+        if buffered >= settings.screen.sample:
             stats, verifiers = start()
     _enough(units[split], split)
     if stats is None:  # the split is smaller than the sample: screen what there is
@@ -370,7 +372,7 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
     pairings = [v.pairing(moments[0], m) for v, m in zip(verifiers, moments[1:], strict=True)]
     matching = {
         "method": "screen, then verify",
-        "screen_tokens": min(units[split], settings.screen.sample),
+        "screen_tokens": units.pop("screened"),
         "layers_per_neuron": settings.screen.layers,
         "candidates_per_layer": settings.screen.per_layer,
         "verified_pairs": [v.n_pairs[0] for v in verifiers],

@@ -10,8 +10,10 @@ streams exact cross sums for those pairs only, over every token of the split: Pe
 correlations then come from them and the exact per-neuron moments. Memory holds the sample and
 the pair sums, whatever the token count.
 
-The rotated-basis null is computed on the sample with all pairs (a smaller sample gives larger
-chance correlations, so this null is stricter than one on the whole split would be).
+The rotated-basis null is screened and verified the same way: its candidate pairs come from the
+sample, and the chosen rotated columns (a fixed linear map of the sample-standardized layer)
+stream exact statistics over every token. A null from the sample alone would be stricter than
+the exact path's, since a smaller sample gives larger chance correlations.
 """
 
 import math
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from probes.discovery.match import Matches
-from probes.discovery.stream import Moments, random_rotation
+from probes.discovery.stream import Moments, inverse_std, random_rotation
 from probes.engine import pick_dtype
 
 
@@ -72,8 +74,7 @@ class Candidates:
 
 def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Column means and 1 / std (0 where a column is constant) of a float32 matrix."""
-    mean, std = x.mean(0), x.std(0, unbiased=False)
-    return mean, torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std))
+    return x.mean(0), inverse_std(x.std(0, unbiased=False))
 
 
 def _standardize(x: torch.Tensor) -> torch.Tensor:
@@ -174,12 +175,16 @@ class PairSums:
         self.sums = torch.zeros(len(self.anchor), dtype=torch.float64)
         self.count = 0
 
-    def update(self, anchor: torch.Tensor, partner: torch.Tensor) -> None:
-        a = anchor.float() - self.shift_anchor
+    def shifted(self, anchor: torch.Tensor) -> torch.Tensor:
+        """The anchor activations minus their shift: `add`'s first argument, made once per
+        batch for every PairSums that shares the anchor shift."""
+        return anchor.float() - self.shift_anchor
+
+    def add(self, shifted_anchor: torch.Tensor, partner: torch.Tensor) -> None:
         b = partner.float() - self.shift_partner
-        products = torch.sparse.sampled_addmm(self.pattern, a.T, b, beta=0.0)
+        products = torch.sparse.sampled_addmm(self.pattern, shifted_anchor.T, b, beta=0.0)
         self.sums += products.values().double()
-        self.count += anchor.shape[0]
+        self.count += shifted_anchor.shape[0]
 
     def correlations(self, mean_a, var_a, mean_b, var_b) -> torch.Tensor:
         """Pearson correlation per pair from the exact moments of the same tokens."""
@@ -234,9 +239,10 @@ class Verifier:
         self.rotated_moments = Moments(n_rotated)
 
     def update(self, anchor: torch.Tensor, partner: torch.Tensor) -> None:
-        self.pairs.update(anchor, partner)
+        shifted = self.pairs.shifted(anchor)  # both sums share the anchor shift
+        self.pairs.add(shifted, partner)
         rotated = self.candidates.rotated(partner)
-        self.null_pairs.update(anchor, rotated)
+        self.null_pairs.add(shifted, rotated)
         self.rotated_moments.update(rotated)
 
     def pairing(self, anchor: Moments, partner: Moments) -> tuple[Matches, Matches]:

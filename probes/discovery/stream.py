@@ -34,9 +34,12 @@ class Moments:
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         """z-scores in float32; a neuron without variance gets 0 (it correlates with nothing)."""
-        std = self.var.sqrt()
-        inv = torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std))
-        return (x - self.mean.float()) * inv.float()
+        return (x - self.mean.float()) * inverse_std(self.var.sqrt()).float()
+
+
+def inverse_std(std: torch.Tensor) -> torch.Tensor:
+    """1 / std, and 0 for a constant neuron (it correlates with nothing)."""
+    return torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std))
 
 
 def random_rotation(n: int, generator: torch.Generator) -> torch.Tensor:
