@@ -166,6 +166,8 @@ def main() -> None:
     tokens = screened.units["discovery"]
     per_token = (fast["seconds"] - fast["screen_seconds"]) / tokens
     minutes_1m = (1e6 * per_token + fast["screen_seconds"]) / 60
+    # the screen is paid once: at 1M tokens the forward passes' share is the per-token one
+    forward_share_1m = 1e6 * fast["forward_seconds"] / tokens / 60 / minutes_1m
     matched = recall(wanted, rosetta_buddies(screened))
     print(f"recall vs exact: {matched}")
     print(f"1M discovery tokens, screened: {minutes_1m:.1f} min extrapolated; exact:")
@@ -178,6 +180,7 @@ def main() -> None:
                 "extrapolated_1m_tokens_min": round(minutes_1m, 1),
                 "extrapolated_1m_tokens_min_exact": round(1e6 * slow["seconds"] / tokens / 60, 1),
                 "forward_share": fast["forward_share"],
+                "forward_share_1m_tokens": round(forward_share_1m, 3),
                 "peak_rss_mb": round(peak_rss_mb),
                 "gemm_fp32_gflops": round(peaks[torch.float32], 1),
                 "gemm_bf16_gflops": round(peaks[torch.bfloat16], 1),

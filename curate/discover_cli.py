@@ -59,7 +59,7 @@ def _layers(value: str | None) -> tuple[int, ...] | None:
     "--null-rate/--no-null-rate",
     default=True,
     show_default=True,
-    help="Rerun against a random-init copy of the first partner (doubles the time).",
+    help="Rerun against a random-init copy of each partner in turn (one rerun per partner).",
 )
 @click.option("--layers", default=None, help="Comma-separated layers used in every model.")
 @click.option(
@@ -169,23 +169,21 @@ def _summary(result) -> str:
             f"{floor_from['null_rate']:.2%} of neurons pass with a null buddy "
             f"(--max-null-rate {floor_from['max_null_rate']:g})"
         )
+    alone = counts.get("rosetta_per_partner")  # absent from sets made before it was counted
     for p, m in enumerate(models[1:]):
         lines.append(
             f"{m['name']}: mutual buddies {counts['mutual_buddies'][p]:,}, "
             f">= floor {meta['thresholds']['min_corr']:.3f}: {counts['pass_floor'][p]:,}, "
             f"> null {meta['thresholds']['null_threshold'][p]:.3f}: {counts['pass_null'][p]:,}, "
             f"replicated: {counts['pass_replication'][p]:,}"
+            + (f"; passing all three: {alone[p]:,}" if alone else "")
         )
+    every = " (a buddy in every partner)" if len(models) > 2 else ""
     lines.append(
-        f"Rosetta neurons: {counts['rosetta']:,} of {counts['anchor_neurons']:,} "
+        f"Rosetta neurons{every}: {counts['rosetta']:,} of {counts['anchor_neurons']:,} "
         f"({counts['rosetta'] / counts['anchor_neurons']:.2%})"
     )
-    if meta["null_rate"] is not None:
-        null = meta["null_rate"]
-        lines.append(
-            f"null rate: {null['rosetta']} neurons against {null['partner']} "
-            f"= {null['rate']:.2%} of the Rosetta count"
-        )
+    lines += null_rate_lines(meta["null_rate"])
     for name, pop in meta["populations"].items():
         values = ", ".join(
             f"{k} {pop[k]:.3f}" if pop[k] is not None else f"{k} n/a"
@@ -194,6 +192,18 @@ def _summary(result) -> str:
         lines.append(f"{name:8} ({pop['neurons']:,} neurons): {values}")
     lines.append(_table(result.rows()[:10], [m["name"] for m in models[1:]]))
     return "\n".join(lines)
+
+
+def null_rate_lines(null: dict | None) -> list[str]:
+    """One line per random-init partner the null rate was measured against (sets made before
+    every partner was measured hold only the first)."""
+    if null is None:
+        return []
+    return [
+        f"null rate: {run['rosetta']} neurons against {run['partner']} "
+        f"= {run['rate']:.2%} of the Rosetta count"
+        for run in null.get("partners", [null])
+    ]
 
 
 def _table(rows: list[dict], partners: list[str]) -> str:
@@ -243,7 +253,9 @@ def show(set_dir: Path, as_json: bool, limit: int) -> None:
         click.echo(f"  {m['role']:7} {m['name']} ({m['family']}, weights {m['content_hash']})")
     corpus = meta["corpus"]
     click.echo(f"  corpus {corpus['root']} fingerprint {corpus['fingerprint']}")
-    click.echo(f"  tokens {corpus['tokens']}  null rate {meta['null_rate']}")
+    click.echo(f"  tokens {corpus['tokens']}")
+    for line in null_rate_lines(meta["null_rate"]):
+        click.echo(f"  {line}")
     click.echo(f"  command: {meta['command']}")
     click.echo(_table(rows, [m["name"] for m in meta["models"][1:]]))
 

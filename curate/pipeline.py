@@ -295,7 +295,7 @@ class DiscoverJob:
     heldout: float = 0.2
     replicate: float = 0.75
     null_quantile: float = 0.99
-    null_rate: bool = True  # rerun against a random-init copy of the first partner
+    null_rate: bool = True  # rerun against a random-init copy of each partner in turn
     layers: tuple[int, ...] | None = None
     doc_tokens: int = 128
     label_key: str = "metadata.source"

@@ -15,11 +15,20 @@ from transformers import AutoTokenizer
 from curate.discover_cli import discover as discover_cmd
 from curate.discover_cli import neurons as neurons_cmd
 from probes.capture import ActivationCapture
-from probes.discovery import Corpus, Moments, ScreenSettings, Settings, discover, null_rate
+from probes.discovery import (
+    Corpus,
+    Moments,
+    ScreenSettings,
+    Settings,
+    discover,
+    null_rate,
+    to_artifact,
+)
 from probes.discovery.align import align, encode
 from probes.discovery.match import mutual_top_k
 from probes.discovery.screen import PairSums, screen, sparse_mutual_best
 from probes.discovery.selectivity import NeuronStats, class_selectivity
+from probes.discovery.stream import ShiftedMoments, shifted_t
 from probes.engine import ProbeEngine
 from probes.errors import CurateError
 from probes.models import load_model, resolve_model_path
@@ -98,11 +107,16 @@ def test_pair_sums_give_exact_pearson_correlations_in_one_shifted_pass():
     b = (0.7 * a[:, [0, 0, 1, 4]] + rng.normal(0, 0.4, size=(2000, 4))).astype(np.float32)
     shifts = torch.from_numpy(a[:100].mean(0)), torch.from_numpy(b[:100].mean(0))
     sums = PairSums(torch.tensor([0, 0, 1, 4, 2]), torch.tensor([0, 1, 2, 3, 3]), *shifts)
-    moments = [Moments(5), Moments(4)]
+    moments = [ShiftedMoments(shift) for shift in shifts]
     for lo, hi in ((0, 7), (7, 1500), (1500, 2000)):
-        sums.add(sums.shifted(torch.from_numpy(a[lo:hi])), torch.from_numpy(b[lo:hi]))
-        moments[0].update(torch.from_numpy(a[lo:hi]))
-        moments[1].update(torch.from_numpy(b[lo:hi]))
+        batch = [
+            shifted_t(torch.from_numpy(x[lo:hi]), s) for x, s in zip((a, b), shifts, strict=True)
+        ]
+        sums.add(*batch)
+        for moment, x in zip(moments, batch, strict=True):
+            moment.update(x)
+    np.testing.assert_allclose(moments[1].mean.numpy(), b.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(moments[1].var.numpy(), b.var(0), rtol=1e-5)
     got = sums.correlations(moments[0].mean, moments[0].var, moments[1].mean, moments[1].var)
     pairs_ab = zip(sums.anchor.tolist(), sums.partner.tolist(), strict=True)
     want = [np.corrcoef(a[:, i], b[:, j])[0, 1] for i, j in pairs_ab]
@@ -139,21 +153,31 @@ def test_screening_keeps_the_strong_partners_and_each_partners_best_anchor():
     # the null's candidates: the same bound, columns of the rotated layers that exist
     assert len(found.null_anchor) <= 20 * 1 * 2 + 32 * 2
     assert found.null_column.max() < found.rotated.n_columns <= 32
-    assert found.rotated(torch.from_numpy(partner)).shape == (4000, found.rotated.n_columns)
+    centred_t = shifted_t(torch.from_numpy(partner), torch.from_numpy(partner.mean(0)))
+    assert found.rotated(centred_t).shape == (found.rotated.n_columns, 4000)
 
 
 def test_neuron_stats_moments_match_direct_central_moments():
     from scipy import stats as scipy_stats
 
-    x = np.random.default_rng(4).gamma(2.0, 1.5, size=(3000, 3)).astype(np.float32)
+    rng = np.random.default_rng(4)
+    x = rng.gamma(2.0, 1.5, size=(3000, 4)).astype(np.float32)
     x[:, 2] = 1.0  # a constant neuron
-    stats = NeuronStats(torch.tensor([2.5, 4.0, 1.0]))  # shifted away from the means
+    x[:, 3] -= 3.0  # fires (is positive) on part of the tokens only
+    labels = np.array(["a", "b", "c"])[rng.integers(0, 3, size=3000)]
+    stats = NeuronStats(torch.tensor([2.5, 4.0, 1.0, 0.0]))  # shifted away from the means
     for lo, hi in ((0, 1000), (1000, 3000)):
-        stats.update(torch.from_numpy(x[lo:hi]), ["a"] * (hi - lo))
+        stats.update(shifted_t(torch.from_numpy(x[lo:hi]), stats.shift), list(labels[lo:hi]))
     out = stats.result()
     np.testing.assert_allclose(out["skew"][:2], scipy_stats.skew(x[:, :2]), rtol=1e-4)
     np.testing.assert_allclose(out["kurtosis"][:2], scipy_stats.kurtosis(x[:, :2]), rtol=1e-4)
     assert out["skew"][2] == 0 and out["kurtosis"][2] == -3
+    np.testing.assert_allclose(stats.mean.numpy(), x.mean(0, dtype=np.float64), rtol=1e-6)
+    np.testing.assert_allclose(stats.var.numpy()[:2], x[:, :2].var(0, dtype=np.float64), rtol=1e-5)
+    np.testing.assert_allclose(out["frequency"].numpy(), (x > 0).mean(0), rtol=1e-6)
+    positive = np.maximum(x, 0)
+    want = np.stack([positive[labels == c].mean(0) for c in stats.classes])
+    np.testing.assert_allclose(out["class_means"].numpy(), want, rtol=1e-5)
 
 
 def test_class_selectivity_index():
@@ -176,15 +200,15 @@ def _permuted_copy(loaded, seed: int):
     return replace(loaded, name="minilm-permuted", model=model, content_hash="permuted"), perms
 
 
-def _noisy_copy(loaded):
+def _noisy_copy(loaded, seed: int = 5):
     """A copy whose first MLP layers have noise added to their weights: imperfect buddies."""
     noisy = copy.deepcopy(loaded.model)
-    generator = torch.Generator().manual_seed(5)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in noisy.encoder.layer[: max(LAYERS) + 1]:
             weight = layer.intermediate.dense.weight
             weight.add_(0.8 * weight.std() * torch.randn(weight.shape, generator=generator))
-    return replace(loaded, name="minilm-noisy", model=noisy, content_hash="noisy")
+    return replace(loaded, name=f"minilm-noisy-{seed}", model=noisy, content_hash=f"noisy{seed}")
 
 
 def test_screened_discovery_finds_what_exact_all_pairs_finds(minilm, demo_shards):
@@ -202,6 +226,32 @@ def test_screened_discovery_finds_what_exact_all_pairs_finds(minilm, demo_shards
     mine, theirs = screened.partners[0], exact.partners[0]
     assert torch.equal(mine.matches.buddy[r], theirs.matches.buddy[r])
     torch.testing.assert_close(mine.matches.corr[r], theirs.matches.corr[r], atol=1e-4, rtol=0)
+
+
+def test_three_models_count_each_pair_and_the_intersection_and_a_null_per_partner(
+    minilm, demo_shards
+):
+    """Rosetta means a buddy in every partner: with two differently noisy partners, the set is
+    what passes with both, each pair is counted on its own, and the null rate is measured
+    against a random-init copy of each partner."""
+    partners = [_noisy_copy(minilm, seed) for seed in (5, 6)]
+    corpus = Corpus(demo_shards, minilm, max_tokens=3000, heldout=0.25)
+    found = discover([minilm, *partners], corpus, Settings(layers=LAYERS, min_corr=0.3))
+    per_pair = [p.passes_floor & p.passes_null & p.passes_replication for p in found.partners]
+    counts = [int(m.sum()) for m in per_pair]
+    both = set((per_pair[0] & per_pair[1]).nonzero()[:, 0].tolist())
+    assert set(found.rosetta.tolist()) == both
+    assert 50 < len(both) < min(counts)  # each partner keeps some neurons the other loses
+    meta = to_artifact(found, corpus, "test", None).meta
+    assert meta["counts"]["rosetta_per_partner"] == counts
+    null = null_rate(found, corpus)
+    assert [run["partner"] for run in null["partners"]] == [
+        f"{p.model.name} (random init, seed 0)" for p in found.partners
+    ]
+    for run in null["partners"]:  # a lenient floor (0.3) on 2k tokens: a few chance buddies
+        assert run["rosetta"] <= 0.03 * len(found.rosetta), null
+        assert run["rate"] == run["rosetta"] / len(found.rosetta)
+    assert null["rosetta"] == max(run["rosetta"] for run in null["partners"])
 
 
 def test_floor_for_null_rate_lets_through_at_most_the_rate():

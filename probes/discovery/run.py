@@ -30,7 +30,7 @@ from probes.discovery.corpus import Corpus, CorpusDoc, anchor_encodings
 from probes.discovery.match import Matches, mutual_top_k
 from probes.discovery.screen import ScreenSettings, Verifier, screen
 from probes.discovery.selectivity import NeuronStats
-from probes.discovery.stream import CrossCorrelation, Moments
+from probes.discovery.stream import CrossCorrelation, Moments, shifted_t
 from probes.errors import CurateError
 from probes.hooks import hook_name, mlp_width, n_layers
 from probes.models import LoadedModel
@@ -234,7 +234,9 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
             )
         )
 
-    candidates = torch.stack([p.passes_floor & p.passes_null for p in partners]).all(0)
+    # replication is measured wherever a partner's floor and null pass, so that each pair's
+    # count stands on its own beside the intersection (the Rosetta neurons)
+    candidates = torch.stack([p.passes_floor & p.passes_null for p in partners]).any(0)
     candidates = candidates.nonzero().squeeze(1)
     units["heldout"] = 0
     if len(candidates) and corpus.heldout > 0:
@@ -305,7 +307,7 @@ def _exact_passes(corpus, captures, sizes, widths, settings: Settings, generator
         z_anchor_t = z[0].T.contiguous()
         for acc, z_partner in zip(cross, z[1:], strict=True):
             acc.update(z_anchor_t, z_partner)
-        stats.update(acts[0], labels)
+        stats.update(shifted_t(acts[0], stats.shift), labels)
     count, k = units[split], settings.top_k
     pairings: list[Pairing] = [
         (
@@ -318,10 +320,10 @@ def _exact_passes(corpus, captures, sizes, widths, settings: Settings, generator
 
 
 def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generator, split: str):
-    """One pass over the split: moments and neuron statistics for every token, the
-    first `screen.sample` tokens screened all-pairs, then exact sums for the screened pairs and
-    the null's pairs over every token (the buffered sample's included)."""
-    moments = [Moments(n) for n in sizes]
+    """One pass over the split: the first `screen.sample` tokens buffered and screened
+    all-pairs, then every token (the buffered sample's included) fed to the neuron statistics
+    (which also give the anchor's exact moments) and to each partner's verifier (its exact
+    moments and the sums for the screened pairs and the null's)."""
     units = Counter()
     sample: list[tuple[list[torch.Tensor], list[str]]] = []
     stats, verifiers, buffered = None, [], 0
@@ -349,16 +351,15 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
         return state
 
     def feed(acts, labels, stats, verifiers):
-        stats.update(acts[0], labels)
+        anchor_t = shifted_t(acts[0], stats.shift)  # the statistics and verifiers share it
+        stats.update(anchor_t, labels)
         for verifier, partner in zip(verifiers, acts[1:], strict=True):
-            verifier.update(acts[0], partner)
+            verifier.update(anchor_t, partner)
 
     for acts, labels in aligned_batches(
         corpus, captures, split, settings.tokens_per_batch, f"{split} (screen, then verify)"
     ):
         units[split] += acts[0].shape[0]
-        for moment, x in zip(moments, acts, strict=True):
-            moment.update(x)
         if stats is not None:
             feed(acts, labels, stats, verifiers)
             continue
@@ -369,7 +370,8 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
     _enough(units[split], split)
     if stats is None:  # the split is smaller than the sample: screen what there is
         stats, verifiers = start()
-    pairings = [v.pairing(moments[0], m) for v, m in zip(verifiers, moments[1:], strict=True)]
+    moments = [stats, *(v.moments for v in verifiers)]
+    pairings = [v.pairing(stats) for v in verifiers]
     matching = {
         "method": "screen, then verify",
         "screen_tokens": units.pop("screened"),
@@ -387,22 +389,29 @@ def _enough(units: int, split: str) -> None:
         raise CurateError(f"the {split} split has fewer than 2 aligned tokens; raise --max-tokens")
 
 
-def null_rate(discovery: Discovery, corpus: Corpus, partner: int = 0) -> dict:
-    """Rerun the whole pipeline against a random-init copy of one partner; count what it finds.
+def null_rate(discovery: Discovery, corpus: Corpus) -> dict:
+    """Rerun the whole pipeline against a random-init copy of each partner in turn (that partner
+    alone: as lenient as a null can be); count what each finds at the run's floor.
 
-    One partner only (the first by default) makes the null run as lenient as possible.
+    The headline figures (`rate`, `rosetta`, `partner`) are the worst partner's; `partners`
+    holds every one.
     """
-    real = discovery.partners[partner].model
-    fake = random_copy(real, discovery.settings.seed)
     fixed = replace(discovery.settings, min_corr=discovery.floor, max_null_rate=None)
-    rerun = discover([discovery.anchor, fake], corpus, fixed)
-    found = len(rerun.rosetta)
-    return {
-        "partner": fake.name,
-        "rosetta": found,
-        "rate": found / max(len(discovery.rosetta), 1),
-        "null_threshold": rerun.partners[0].null_threshold,
-    }
+    runs = []
+    for partner in discovery.partners:
+        fake = random_copy(partner.model, discovery.settings.seed)
+        rerun = discover([discovery.anchor, fake], corpus, fixed)
+        found = len(rerun.rosetta)
+        runs.append(
+            {
+                "partner": fake.name,
+                "rosetta": found,
+                "rate": found / max(len(discovery.rosetta), 1),
+                "null_threshold": rerun.partners[0].null_threshold,
+            }
+        )
+    worst = max(runs, key=lambda run: run["rosetta"])
+    return {**worst, "partners": runs}
 
 
 def to_artifact(
@@ -500,7 +509,10 @@ def to_artifact(
             "pass_floor": [int(p.passes_floor.sum()) for p in partners],
             "pass_null": [int(p.passes_null.sum()) for p in partners],
             "pass_replication": [int(p.passes_replication.sum()) for p in partners],
-            "rosetta": len(r),
+            "rosetta_per_partner": [
+                int((p.passes_floor & p.passes_null & p.passes_replication).sum()) for p in partners
+            ],
+            "rosetta": len(r),  # the intersection: a buddy in every partner
         },
         "null_rate": null,
         "populations": {

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from probes.discovery.match import Matches
-from probes.discovery.stream import Moments, inverse_std, random_rotation
+from probes.discovery.stream import ShiftedMoments, inverse_std, random_rotation, shifted_t
 from probes.engine import pick_dtype
 
 
@@ -38,22 +38,25 @@ class ScreenSettings:
 class Rotated:
     """The rotated-basis null's partner columns that need exact statistics: per partner layer,
     the chosen columns of its rotation, applied to partner activations standardized with the
-    sample's moments (a fixed linear map, so its exact statistics stream like any neuron's)."""
+    sample's moments (a fixed linear map, so its exact statistics stream like any neuron's).
+    The sample's 1 / std is folded into the maps: standardizing costs no pass of its own."""
 
-    mean: torch.Tensor  # [partner] sample means
-    inv_std: torch.Tensor  # [partner] 1 / sample std (0 for a constant neuron)
     width: int
     columns: list[torch.Tensor]  # per layer: the rotated columns kept (sorted)
-    maps: list[torch.Tensor]  # per layer: [width, kept] those columns of the rotation, in dtype
+    maps_t: list[torch.Tensor]  # per layer: [kept, width] those columns of diag(1/std) R
     dtype: torch.dtype = torch.float32  # bf16 where the CPU multiplies it fast: the null's
     # correlations lose ~1e-6 to its rounding, and this product is the verification's largest
 
-    def __call__(self, partner: torch.Tensor) -> torch.Tensor:
-        """[units, kept columns of every layer, in layer order] rotated activations."""
-        z = ((partner.float() - self.mean) * self.inv_std).to(self.dtype)
-        w = self.width
-        parts = [z[:, i * w : (i + 1) * w] @ m for i, m in enumerate(self.maps)]
-        return torch.cat(parts, dim=1).float()
+    def __call__(self, partner_t: torch.Tensor) -> torch.Tensor:
+        """[kept columns of every layer, in layer order; units] rotated activations, from the
+        neuron-major partner activations minus their sample means."""
+        z, w = partner_t.to(self.dtype), self.width
+        out = torch.empty((self.n_columns, partner_t.shape[1]), dtype=torch.float32)
+        lo = 0
+        for i, m in enumerate(self.maps_t):
+            out[lo : lo + len(m)] = m @ z[i * w : (i + 1) * w]
+            lo += len(m)
+        return out
 
     @property
     def n_columns(self) -> int:
@@ -127,23 +130,30 @@ def screen(
     def z_layer(b: slice) -> torch.Tensor:  # one layer at a time: memory holds one
         return (partner[:, b] - mean_b[b]).mul_(inv_b[b])
 
-    real_corr = ((b, (z_a_t @ z_layer(b).to(dtype)).float() / n) for b in blocks)
-    real = _pairs(real_corr, n_anchor, n_partner, settings)
+    def correlations(z: torch.Tensor) -> torch.Tensor:  # [anchor, width] from a layer's z
+        return (z_a_t @ z.to(dtype)).float() / n
+
+    def rotated(b: slice, rotation: torch.Tensor) -> torch.Tensor:  # z in a rotated basis
+        return _standardize((z_layer(b).to(dtype) @ rotation.to(dtype)).float())
+
+    real = _pairs(((b, correlations(z_layer(b))) for b in blocks), n_anchor, n_partner, settings)
     rotations = [random_rotation(width, generator) for _ in blocks]
     rotated_corr = (
-        (b, (z_a_t @ _standardize(z_layer(b) @ r).to(dtype)).float() / n)
-        for b, r in zip(blocks, rotations, strict=True)
+        (b, correlations(rotated(b, r))) for b, r in zip(blocks, rotations, strict=True)
     )
     null_anchor, null_flat = _pairs(rotated_corr, n_anchor, n_partner, settings)
     layer = null_flat // width
     columns = [(null_flat[layer == i] - i * width).unique() for i in range(len(blocks))]
-    maps = [r[:, c].to(dtype) for r, c in zip(rotations, columns, strict=True)]
+    maps_t = [
+        (r[:, c] * inv_b[b].unsqueeze(1)).T.contiguous().to(dtype)
+        for r, c, b in zip(rotations, columns, blocks, strict=True)
+    ]
     offsets = torch.tensor([0] + [len(c) for c in columns]).cumsum(0)
     null_column = torch.empty_like(null_flat)
     for i, kept in enumerate(columns):
         here = layer == i
         null_column[here] = offsets[i] + torch.searchsorted(kept, null_flat[here] - i * width)
-    rotated = Rotated(mean_b, inv_b, width, columns, maps, dtype)
+    rotated = Rotated(width, columns, maps_t, dtype)
     return Candidates(real[0], real[1], null_anchor, null_column, rotated)
 
 
@@ -152,15 +162,15 @@ class PairSums:
     per-neuron constants (the sample means) so the one-pass covariance does not cancel.
     `anchor` and `partner` hold the pairs in row-major order (the order of the sums).
 
-    Each batch is one sampled dense-dense product (`torch.sparse.sampled_addmm`): the dot
-    products of the screened pairs only, without gathering their activation rows."""
+    Each batch is one sampled dense-dense product (`torch.sparse.sampled_addmm`) of neuron-major
+    activations: the dot products of the screened pairs only, each over contiguous memory."""
 
     def __init__(
         self, anchor: torch.Tensor, partner: torch.Tensor, shift_anchor: torch.Tensor, shift_partner
     ):
         order = torch.argsort(anchor * len(shift_partner) + partner)
         self.anchor, self.partner = anchor[order], partner[order]
-        self.shift_anchor, self.shift_partner = shift_anchor.float(), shift_partner.float()
+        self.shift_anchor, self.shift_partner = shift_anchor.double(), shift_partner.double()
         rows = torch.zeros(len(shift_anchor) + 1, dtype=torch.long)
         rows[1:] = torch.bincount(self.anchor, minlength=len(shift_anchor)).cumsum(0)
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
@@ -175,22 +185,18 @@ class PairSums:
         self.sums = torch.zeros(len(self.anchor), dtype=torch.float64)
         self.count = 0
 
-    def shifted(self, anchor: torch.Tensor) -> torch.Tensor:
-        """The anchor activations minus their shift: `add`'s first argument, made once per
-        batch for every PairSums that shares the anchor shift."""
-        return anchor.float() - self.shift_anchor
-
-    def add(self, shifted_anchor: torch.Tensor, partner: torch.Tensor) -> None:
-        b = partner.float() - self.shift_partner
-        products = torch.sparse.sampled_addmm(self.pattern, shifted_anchor.T, b, beta=0.0)
+    def add(self, anchor_t: torch.Tensor, partner_t: torch.Tensor) -> None:
+        """One batch: [anchor neurons, units] and [partner neurons, units], each minus its shift
+        (`stream.shifted_t`)."""
+        products = torch.sparse.sampled_addmm(self.pattern, anchor_t, partner_t.T, beta=0.0)
         self.sums += products.values().double()
-        self.count += shifted_anchor.shape[0]
+        self.count += anchor_t.shape[1]
 
     def correlations(self, mean_a, var_a, mean_b, var_b) -> torch.Tensor:
         """Pearson correlation per pair from the exact moments of the same tokens."""
         n = max(self.count, 1)
-        da = mean_a[self.anchor] - self.shift_anchor.double()[self.anchor]
-        db = mean_b[self.partner] - self.shift_partner.double()[self.partner]
+        da = mean_a[self.anchor] - self.shift_anchor[self.anchor]
+        db = mean_b[self.partner] - self.shift_partner[self.partner]
         cov = self.sums / n - da * db
         scale = (var_a[self.anchor] * var_b[self.partner]).sqrt()
         return torch.where(scale > 1e-12, cov / scale.clamp(min=1e-12), 0.0).float()
@@ -226,28 +232,36 @@ def _first_occurrence(values: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class Verifier:
-    """Stage 2 for one partner: exact cross sums of its screened pairs and of the null's pairs
-    (with the rotated columns' own moments), fed every token of the discovery split."""
+    """Stage 2 for one partner: exact cross sums of its screened pairs and of the null's pairs,
+    and the exact moments of its neurons and of the rotated columns, fed every token of the
+    discovery split. Each batch is turned neuron-major once; every sum then reads it row-wise."""
 
     def __init__(self, candidates: Candidates, shift_anchor: torch.Tensor, shift_partner):
         self.candidates = candidates
+        self.shift = shift_partner.float()
         self.pairs = PairSums(candidates.anchor, candidates.partner, shift_anchor, shift_partner)
         n_rotated = candidates.rotated.n_columns
         self.null_pairs = PairSums(
             candidates.null_anchor, candidates.null_column, shift_anchor, torch.zeros(n_rotated)
         )
-        self.rotated_moments = Moments(n_rotated)
+        self.moments = ShiftedMoments(shift_partner)
+        self.rotated_moments = ShiftedMoments(torch.zeros(n_rotated))
 
-    def update(self, anchor: torch.Tensor, partner: torch.Tensor) -> None:
-        shifted = self.pairs.shifted(anchor)  # both sums share the anchor shift
-        self.pairs.add(shifted, partner)
-        rotated = self.candidates.rotated(partner)
-        self.null_pairs.add(shifted, rotated)
-        self.rotated_moments.update(rotated)
+    def update(self, anchor_t: torch.Tensor, partner: torch.Tensor) -> None:
+        """`anchor_t`: the batch's anchor activations minus the same shift, neuron-major (made
+        once for every partner); `partner`: its [units, neurons] activations."""
+        partner_t = shifted_t(partner, self.shift)
+        self.moments.update(partner_t)
+        self.pairs.add(anchor_t, partner_t)
+        rotated_t = self.candidates.rotated(partner_t)
+        self.null_pairs.add(anchor_t, rotated_t)
+        self.rotated_moments.update(rotated_t)
 
-    def pairing(self, anchor: Moments, partner: Moments) -> tuple[Matches, Matches]:
-        """Mutual best buddies among the screened pairs, and the rotated null's."""
-        n_anchor, n_partner, rotated = len(anchor.mean), len(partner.mean), self.rotated_moments
+    def pairing(self, anchor) -> tuple[Matches, Matches]:
+        """Mutual best buddies among the screened pairs, and the rotated null's; `anchor` holds
+        the anchor neurons' exact `mean` and `var`."""
+        partner, rotated = self.moments, self.rotated_moments
+        n_anchor, n_partner = len(anchor.mean), len(partner.mean)
         corr = self.pairs.correlations(anchor.mean, anchor.var, partner.mean, partner.var)
         null = self.null_pairs.correlations(anchor.mean, anchor.var, rotated.mean, rotated.var)
         return (

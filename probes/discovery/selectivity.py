@@ -28,24 +28,39 @@ class NeuronStats:
         self.class_sums = torch.zeros((0, n_neurons), dtype=torch.float64)
         self.class_counts = torch.zeros(0, dtype=torch.float64)
 
-    def update(self, acts: torch.Tensor, labels: Sequence[str]) -> None:
-        """`acts` is [units, neurons]; `labels[u]` is the class of unit u."""
-        self.count += acts.shape[0]
-        self.fires += (acts > 0).sum(0)
-        d = acts.float() - self.shift  # float32 within a batch, float64 across batches
-        d2 = d * d
-        for power, values in enumerate((d, d2, d2 * d, d2 * d2)):
-            self.powers[power] += values.sum(0).double()
+    def update(self, shifted: torch.Tensor, labels: Sequence[str]) -> None:
+        """`shifted` is [neurons, units] neuron-major activations minus `shift`
+        (`stream.shifted_t`), so every sum reads contiguous rows; `labels[u]` is unit u's class."""
+        self.count += shifted.shape[1]
+        floor = -self.shift.unsqueeze(1)  # where the activation itself is 0
+        self.fires += (shifted > floor).sum(1)
+        d2 = shifted * shifted  # float32 within a batch, float64 across batches
+        for power, values in enumerate((shifted, d2, d2 * shifted, d2 * d2)):
+            self.powers[power] += values.sum(1).double()
         for label in dict.fromkeys(labels):
             if label not in self.classes:
                 self.classes.append(label)
                 self.class_sums = torch.cat(
-                    [self.class_sums, self.class_sums.new_zeros(1, acts.shape[1])]
+                    [self.class_sums, self.class_sums.new_zeros(1, shifted.shape[0])]
                 )
                 self.class_counts = torch.cat([self.class_counts, self.class_counts.new_zeros(1)])
         index = torch.tensor([self.classes.index(label) for label in labels])
-        self.class_sums.index_add_(0, index, acts.clamp(min=0).double())
-        self.class_counts += torch.bincount(index, minlength=len(self.classes)).double()
+        one_hot = torch.nn.functional.one_hot(index, len(self.classes)).float()
+        counts = one_hot.sum(0)
+        # sum of max(activation, 0) per class: (max(shifted, -shift) + shift) summed per class
+        positive = torch.maximum(shifted, floor) @ one_hot  # [neurons, classes]
+        self.class_sums += (positive + self.shift.unsqueeze(1) * counts).T.double()
+        self.class_counts += counts.double()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Exact float64 mean of each neuron (the shift plus the mean shifted activation)."""
+        return self.shift.double() + self.powers[0] / max(self.count, 1)
+
+    @property
+    def var(self) -> torch.Tensor:
+        m1, m2 = self.powers[:2] / max(self.count, 1)
+        return (m2 - m1**2).clamp(min=0)
 
     def result(self) -> dict[str, torch.Tensor]:
         """frequency, skew, excess kurtosis, selectivity (CSI), top_class index, class_means."""

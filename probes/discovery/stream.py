@@ -37,6 +37,38 @@ class Moments:
         return (x - self.mean.float()) * inverse_std(self.var.sqrt()).float()
 
 
+class ShiftedMoments:
+    """Per-neuron mean and variance from float64 sums of `x - shift`, the shift a fixed
+    per-neuron constant near the mean (the screening sample's), so the one-pass formula does not
+    cancel. Batches arrive neuron-major ([neurons, units], already shifted): row reductions over
+    contiguous memory, one pass each, where `Moments` makes four over a token-major batch."""
+
+    def __init__(self, shift: torch.Tensor):
+        self.shift = shift.double()
+        self.count = 0
+        self.sums = torch.zeros((2, len(shift)), dtype=torch.float64)  # sum d, sum d^2
+
+    def update(self, shifted_t: torch.Tensor) -> None:
+        self.count += shifted_t.shape[1]
+        self.sums[0] += shifted_t.sum(1).double()
+        self.sums[1] += torch.linalg.vector_norm(shifted_t, dim=1).double() ** 2
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.shift + self.sums[0] / max(self.count, 1)
+
+    @property
+    def var(self) -> torch.Tensor:
+        m1, m2 = self.sums / max(self.count, 1)
+        return (m2 - m1**2).clamp(min=0)
+
+
+def shifted_t(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """[neurons, units] contiguous `x - shift` of a float32 [units, neurons] batch, in one pass."""
+    out = torch.empty((x.shape[1], x.shape[0]), dtype=torch.float32)
+    return torch.sub(x.T, shift.float().unsqueeze(1), out=out)
+
+
 def inverse_std(std: torch.Tensor) -> torch.Tensor:
     """1 / std, and 0 for a constant neuron (it correlates with nothing)."""
     return torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std))
