@@ -1,15 +1,18 @@
 """Benchmark discovery for minilm-l6 x mpnet-base (all MLP neurons): screened vs exact.
 
 Runs `discover` twice on the same tokens: the default screened path (all pairs on a token
-sample, then exact statistics for the candidate pairs) and the exact all-pairs reference
-(`curate discover --exact`). Reports, in one run: the float32 and bf16 GEMM peaks at the
-correlation's shape, each path's wall time and the share of it spent in the models' forward
-passes (with alignment), the screened path's peak RSS (measured before the exact path runs),
-the extrapolated time for 1M discovery tokens, and the screening's recall: the share of the
-exact run's Rosetta neurons the screened run also finds with the same buddy. Last line: JSON.
+sample, then exact statistics for the candidate pairs; the null's on its token budget) and a
+reference: exact all pairs (`curate discover --exact`), or with `--reference full-null` the
+screened path with the null verified on every token (`--null-tokens 0`). Reports, in one run:
+the float32 and bf16 GEMM peaks at the correlation's shape, each path's wall time and the share
+of it spent in the models' forward passes (with alignment), the screened path's peak RSS
+(measured before the reference runs), the extrapolated time for 1M discovery tokens (the
+screening paid once, the null's rotation on its budget only), and the recall: the share of the
+reference's Rosetta neurons the default run also finds with the same buddy. Last line: JSON.
 
     python benchmarks/bench_discover.py [--tokens 30000] [--data DIR] [--doc-tokens 128]
-        [--exact-result exact.json]   # the exact run, kept for reruns on the same tokens
+        [--reference exact|full-null]
+        [--exact-result exact.json]   # the reference run, kept for reruns on the same tokens
 """
 
 import argparse
@@ -24,8 +27,9 @@ from pathlib import Path
 import torch
 
 from curate.demo_shards import build_demo_shards
-from probes.discovery import Corpus, Settings, discover
+from probes.discovery import Corpus, ScreenSettings, Settings, discover
 from probes.discovery import run as discovery_run
+from probes.discovery.screen import Rotated
 from probes.engine import pick_dtype
 from probes.hooks import mlp_width, n_layers
 from probes.models import load_model
@@ -83,26 +87,46 @@ class Clock:
 
 
 def timed_discovery(models, corpus: Corpus, settings: Settings) -> tuple[object, dict]:
-    """discover() with the forward passes (the aligned-batch stream) and screening timed."""
+    """discover() with the forward passes (the aligned-batch stream), the screening and the
+    null's rotation (paid on the null's tokens only) timed."""
     clock = Clock()
-    original = discovery_run.aligned_batches, discovery_run.screen
+    original = discovery_run.aligned_batches, discovery_run.screen, Rotated.__call__
     discovery_run.aligned_batches = clock.generator("forward", original[0])
     discovery_run.screen = clock.function("screen", original[1])
+    Rotated.__call__ = clock.function("null", original[2])
     try:
         start = time.perf_counter()
         found = discover(models, corpus, settings)
         wall = time.perf_counter() - start
     finally:
-        discovery_run.aligned_batches, discovery_run.screen = original
+        discovery_run.aligned_batches, discovery_run.screen, Rotated.__call__ = original
     forward = clock.seconds.get("forward", 0.0)
     return found, {
         "seconds": round(wall, 1),
         "forward_seconds": round(forward, 1),
         "screen_seconds": round(clock.seconds.get("screen", 0.0), 1),
+        "null_rotation_seconds": round(clock.seconds.get("null", 0.0), 1),
+        "null_tokens": found.matching.get("null_tokens"),
         "forward_share": round(forward / wall, 3),
         "rosetta": len(found.rosetta),
         "units": dict(found.units),
     }
+
+
+REFERENCES = {
+    "exact": replace(Settings(), screen=None),
+    "full-null": replace(Settings(), screen=replace(ScreenSettings(), null_tokens=None)),
+}
+
+
+def extrapolated_minutes(timing: dict, tokens: int, target: int) -> float:
+    """Minutes for `target` discovery tokens: the screening once, the null's rotation on its
+    own token budget only, everything else per token."""
+    null_budget = timing["null_tokens"] or target
+    per_token = timing["seconds"] - timing["screen_seconds"] - timing["null_rotation_seconds"]
+    null_per_token = timing["null_rotation_seconds"] / max(min(tokens, null_budget), 1)
+    seconds = timing["screen_seconds"] + per_token / tokens * target
+    return (seconds + null_per_token * min(target, null_budget)) / 60
 
 
 def rosetta_buddies(found) -> dict[int, list[int]]:
@@ -128,10 +152,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="Shard dir (default: shared).")
     parser.add_argument("--doc-tokens", type=int, default=128, help="Tokens per document.")
     parser.add_argument(
+        "--reference",
+        choices=sorted(REFERENCES),
+        default="exact",
+        help="What the default screened run is checked against: exact all pairs, or the "
+        "screened path with the null verified on every token (--null-tokens 0).",
+    )
+    parser.add_argument(
         "--exact-result",
         type=Path,
         default=None,
-        help="JSON file: reuse the exact run recorded there for the same tokens, else write it.",
+        help="JSON file: reuse the reference run recorded there for the same tokens, else "
+        "write it.",
     )
     args = parser.parse_args()
 
@@ -151,43 +183,47 @@ def main() -> None:
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"screened: {fast}")
         key = {"fingerprint": corpus.fingerprint, "tokens": dict(corpus.tokens)}
+        if args.reference != "exact":
+            key["reference"] = args.reference
         known = args.exact_result is not None and args.exact_result.is_file()
         cached = json.loads(args.exact_result.read_text()) if known else None
         if cached is not None and cached["key"] == key:
             slow, wanted = cached["exact"], {int(k): v for k, v in cached["buddies"].items()}
-            print(f"exact:    {slow} (from {args.exact_result}, same tokens)")
+            print(f"{args.reference}: {slow} (from {args.exact_result}, same tokens)")
         else:
-            exact, slow = timed_discovery(models, corpus, replace(Settings(), screen=None))
-            wanted = rosetta_buddies(exact)
-            print(f"exact:    {slow}")
+            reference = REFERENCES[args.reference]
+            found, slow = timed_discovery(models, corpus, reference)
+            wanted = rosetta_buddies(found)
+            print(f"{args.reference}: {slow}")
             if args.exact_result:
                 record = {"key": key, "exact": slow, "buddies": wanted}
                 args.exact_result.write_text(json.dumps(record))
     tokens = screened.units["discovery"]
-    per_token = (fast["seconds"] - fast["screen_seconds"]) / tokens
-    minutes_1m = (1e6 * per_token + fast["screen_seconds"]) / 60
+    minutes_1m = extrapolated_minutes(fast, tokens, 1_000_000)
     # the screen is paid once: at 1M tokens the forward passes' share is the per-token one
     forward_share_1m = 1e6 * fast["forward_seconds"] / tokens / 60 / minutes_1m
     matched = recall(wanted, rosetta_buddies(screened))
-    print(f"recall vs exact: {matched}")
-    print(f"1M discovery tokens, screened: {minutes_1m:.1f} min extrapolated; exact:")
-    print(f"{1e6 * slow['seconds'] / tokens / 60:.1f} min; screened peak RSS {peak_rss_mb:.0f} MB")
+    print(f"recall vs {args.reference}: {matched}")
+    ref = args.reference.replace("-", "_")
+    minutes_1m_reference = extrapolated_minutes(slow, tokens, 1_000_000)
+    print(f"1M discovery tokens, screened: {minutes_1m:.1f} min extrapolated; {args.reference}:")
+    print(f"{minutes_1m_reference:.1f} min; screened peak RSS {peak_rss_mb:.0f} MB")
     print(f"data {data}; command: {' '.join(['python', *sys.argv])}")
     print(
         json.dumps(
             {
                 "discovery_tokens": tokens,
                 "extrapolated_1m_tokens_min": round(minutes_1m, 1),
-                "extrapolated_1m_tokens_min_exact": round(1e6 * slow["seconds"] / tokens / 60, 1),
+                f"extrapolated_1m_tokens_min_{ref}": round(minutes_1m_reference, 1),
                 "forward_share": fast["forward_share"],
                 "forward_share_1m_tokens": round(forward_share_1m, 3),
                 "peak_rss_mb": round(peak_rss_mb),
                 "gemm_fp32_gflops": round(peaks[torch.float32], 1),
                 "gemm_bf16_gflops": round(peaks[torch.bfloat16], 1),
-                "speedup_vs_exact": round(slow["seconds"] / fast["seconds"], 2),
+                f"speedup_vs_{ref}": round(slow["seconds"] / fast["seconds"], 2),
                 **matched,
                 "screened": fast,
-                "exact": slow,
+                args.reference: slow,
             }
         )
     )

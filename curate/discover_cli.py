@@ -75,6 +75,12 @@ def _layers(value: str | None) -> tuple[int, ...] | None:
 @click.option("--screen-tokens", default=8192, show_default=True, help="Tokens screened all-pairs.")
 @click.option("--screen-layers", default=2, show_default=True, help="Partner layers per neuron.")
 @click.option("--screen-per-layer", default=4, show_default=True, help="Candidates per layer.")
+@click.option(
+    "--null-tokens",
+    default=131_072,
+    show_default=True,
+    help="Tokens the rotated null's pairs are verified on (the first ones); 0: every token.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing neuron set at --out.")
 def discover(
     models: tuple[str, ...],
@@ -102,6 +108,7 @@ def discover(
     screen_tokens: int,
     screen_layers: int,
     screen_per_layer: int,
+    null_tokens: int,
     force: bool,
 ) -> None:
     """Find Rosetta neurons of the first --model that have a buddy in every other one."""
@@ -136,6 +143,7 @@ def discover(
             screen_tokens=screen_tokens,
             screen_layers=screen_layers,
             screen_per_layer=screen_per_layer,
+            null_tokens=null_tokens or None,
             force=force,
             command=_command_line(),
         )
@@ -160,7 +168,10 @@ def _summary(result) -> str:
         line = f"matching: {matching['method']}"
         if "verified_pairs" in matching:
             pairs = ", ".join(f"{n:,}" for n in matching["verified_pairs"])
-            line += f" ({matching['screen_tokens']:,} tokens screened; pairs verified: {pairs})"
+            line += f" ({matching['screen_tokens']:,} tokens screened; pairs verified: {pairs}"
+            if "null_tokens" in matching:  # sets made before the null had its own budget
+                line += f"; the null's on {matching['null_tokens']:,} tokens"
+            line += ")"
         lines.append(line)
     if isinstance(floor_from := meta["thresholds"].get("floor_from"), dict):
         lines.append(

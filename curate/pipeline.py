@@ -308,6 +308,7 @@ class DiscoverJob:
     screen_tokens: int = 8192  # aligned tokens correlated all-pairs to find candidate buddies
     screen_layers: int = 2  # best partner layers kept per anchor neuron
     screen_per_layer: int = 4  # candidates per anchor neuron per layer, and per partner neuron
+    null_tokens: int | None = 131_072  # tokens the rotated null is verified on (None: all)
     force: bool = False  # replace an existing neuron set at `out`
     command: str = ""  # recorded in the artifact (the CLI passes its command line)
 
@@ -358,7 +359,9 @@ def _discover(job: DiscoverJob) -> NeuronArtifact:
         max_null_rate=job.max_null_rate,
         screen=None
         if job.exact
-        else disc.ScreenSettings(job.screen_tokens, job.screen_layers, job.screen_per_layer),
+        else disc.ScreenSettings(
+            job.screen_tokens, job.screen_layers, job.screen_per_layer, job.null_tokens
+        ),
     )
     found = disc.discover(loaded, corpus, settings)
     null = disc.null_rate(found, corpus) if job.null_rate else None

@@ -228,6 +228,24 @@ def test_screened_discovery_finds_what_exact_all_pairs_finds(minilm, demo_shards
     torch.testing.assert_close(mine.matches.corr[r], theirs.matches.corr[r], atol=1e-4, rtol=0)
 
 
+def test_the_null_is_verified_on_its_token_budget_and_the_pairs_on_every_token(minilm, demo_shards):
+    partner = _noisy_copy(minilm)
+    corpus = Corpus(demo_shards, minilm, max_tokens=4000, heldout=0.25)
+    base = Settings(layers=LAYERS, min_corr=0.3, tokens_per_batch=512)
+    runs = [
+        discover([minilm, partner], corpus, replace(base, screen=ScreenSettings(1024, **kw)))
+        for kw in ({"null_tokens": None}, {"null_tokens": 1500})
+    ]
+    full, capped = (run.matching["null_tokens"] for run in runs)
+    assert full == runs[0].units["discovery"] and 1500 <= capped < 1500 + 600
+    real = [run.partners[0].matches for run in runs]
+    assert torch.equal(real[0].buddy, real[1].buddy)
+    torch.testing.assert_close(real[0].corr, real[1].corr, rtol=0, atol=0, equal_nan=True)
+    null = [run.partners[0].null.best for run in runs]
+    assert not torch.equal(null[0], null[1])  # a null measured on fewer tokens
+    assert (null[0] - null[1]).abs().median() < 0.05  # ... of the same rotated columns
+
+
 def test_three_models_count_each_pair_and_the_intersection_and_a_null_per_partner(
     minilm, demo_shards
 ):

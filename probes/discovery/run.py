@@ -327,6 +327,7 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
     units = Counter()
     sample: list[tuple[list[torch.Tensor], list[str]]] = []
     stats, verifiers, buffered = None, [], 0
+    dtypes = [next(c.loaded.model.parameters()).dtype for c in captures]
 
     def start():
         """Screen the buffered sample; then feed it to the verifiers and let it go."""
@@ -338,12 +339,15 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
         labels = [label for batch in sample for label in batch[1]]
         sample.clear()
         units["screened"] = len(labels)  # the sample, up to one batch past screen.sample
-        shifts = [a.mean(0) for a in acts]
+        shifts = [a.mean(0, dtype=torch.float32) for a in acts]
         found = [
             screen(acts[0], partner, width, settings.screen, generator)
             for partner, width in zip(acts[1:], widths[1:], strict=True)
         ]
-        verifiers = [Verifier(c, shifts[0], s) for c, s in zip(found, shifts[1:], strict=True)]
+        verifiers = [
+            Verifier(c, shifts[0], s, settings.screen.null_tokens)
+            for c, s in zip(found, shifts[1:], strict=True)
+        ]
         state = NeuronStats(shifts[0]), verifiers
         step = settings.tokens_per_batch
         for lo in range(0, len(labels), step):
@@ -363,7 +367,8 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
         if stats is not None:
             feed(acts, labels, stats, verifiers)
             continue
-        sample.append((acts, labels))
+        # kept in the precision the model computed in: a bf16 model's sample takes half
+        sample.append(([a.to(d) for a, d in zip(acts, dtypes, strict=True)], labels))
         buffered += len(labels)
         if buffered >= settings.screen.sample:
             stats, verifiers = start()
@@ -379,7 +384,9 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
         "candidates_per_layer": settings.screen.per_layer,
         "verified_pairs": [v.n_pairs[0] for v in verifiers],
         "verified_null_pairs": [v.n_pairs[1] for v in verifiers],
-        "null": "rotated basis; candidates from the screened tokens, verified on every token",
+        "null_tokens": verifiers[0].null_verified_tokens,
+        "null": "rotated basis; candidates from the screened tokens, verified on the first "
+        "null_tokens tokens",
     }
     return moments, stats, pairings, units, matching
 

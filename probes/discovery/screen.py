@@ -12,8 +12,11 @@ the pair sums, whatever the token count.
 
 The rotated-basis null is screened and verified the same way: its candidate pairs come from the
 sample, and the chosen rotated columns (a fixed linear map of the sample-standardized layer)
-stream exact statistics over every token. A null from the sample alone would be stricter than
-the exact path's, since a smaller sample gives larger chance correlations.
+stream exact statistics over the first `null_tokens` tokens (131k by default; every token of
+a smaller split). A null from the sample alone would be stricter than the exact path's, since
+the sample's few tokens give larger chance correlations and chose the candidates; past ~100k
+tokens the null's correlations move by ~1e-3, while its rotation is the verification's
+largest product, so it stops there.
 """
 
 import math
@@ -32,6 +35,9 @@ class ScreenSettings:
     sample: int = 8192  # aligned tokens correlated all-pairs
     layers: int = 2  # partner layers kept per anchor neuron (its best ones on the sample)
     per_layer: int = 4  # candidates per anchor neuron per kept layer, and per partner neuron
+    null_tokens: int | None = 131_072  # aligned tokens the null's pairs are verified on (the
+    # first ones, the sample's included; None: every token): its correlations need ~1e-3
+    # precision (1/sqrt(n)), not the Rosetta pairs' full budget
 
 
 @dataclass
@@ -76,8 +82,9 @@ class Candidates:
 
 
 def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Column means and 1 / std (0 where a column is constant) of a float32 matrix."""
-    return x.mean(0), inverse_std(x.std(0, unbiased=False))
+    """Column means and 1 / std (0 where a column is constant), in float32, of a float32 or
+    bf16 matrix (a bf16 std is good to ~0.3 %: it only scales what screening ranks)."""
+    return x.mean(0, dtype=torch.float32), inverse_std(x.std(0, unbiased=False).float())
 
 
 def _standardize(x: torch.Tensor) -> torch.Tensor:
@@ -232,11 +239,18 @@ def _first_occurrence(values: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class Verifier:
-    """Stage 2 for one partner: exact cross sums of its screened pairs and of the null's pairs,
-    and the exact moments of its neurons and of the rotated columns, fed every token of the
-    discovery split. Each batch is turned neuron-major once; every sum then reads it row-wise."""
+    """Stage 2 for one partner: exact cross sums of its screened pairs and the exact moments of
+    its neurons on every token of the discovery split; the same for the null's pairs and the
+    rotated columns on the first `null_tokens` (with the anchor's moments on those tokens).
+    Each batch is turned neuron-major once; every sum then reads it row-wise."""
 
-    def __init__(self, candidates: Candidates, shift_anchor: torch.Tensor, shift_partner):
+    def __init__(
+        self,
+        candidates: Candidates,
+        shift_anchor: torch.Tensor,
+        shift_partner: torch.Tensor,
+        null_tokens: int | None,
+    ):
         self.candidates = candidates
         self.shift = shift_partner.float()
         self.pairs = PairSums(candidates.anchor, candidates.partner, shift_anchor, shift_partner)
@@ -246,6 +260,8 @@ class Verifier:
         )
         self.moments = ShiftedMoments(shift_partner)
         self.rotated_moments = ShiftedMoments(torch.zeros(n_rotated))
+        self.null_anchor_moments = ShiftedMoments(shift_anchor)
+        self.null_tokens = null_tokens
 
     def update(self, anchor_t: torch.Tensor, partner: torch.Tensor) -> None:
         """`anchor_t`: the batch's anchor activations minus the same shift, neuron-major (made
@@ -253,17 +269,21 @@ class Verifier:
         partner_t = shifted_t(partner, self.shift)
         self.moments.update(partner_t)
         self.pairs.add(anchor_t, partner_t)
-        rotated_t = self.candidates.rotated(partner_t)
-        self.null_pairs.add(anchor_t, rotated_t)
-        self.rotated_moments.update(rotated_t)
+        if self.null_tokens is None or self.null_pairs.count < self.null_tokens:
+            rotated_t = self.candidates.rotated(partner_t)
+            self.null_pairs.add(anchor_t, rotated_t)
+            self.rotated_moments.update(rotated_t)
+            self.null_anchor_moments.update(anchor_t)
 
     def pairing(self, anchor) -> tuple[Matches, Matches]:
         """Mutual best buddies among the screened pairs, and the rotated null's; `anchor` holds
-        the anchor neurons' exact `mean` and `var`."""
-        partner, rotated = self.moments, self.rotated_moments
+        the anchor neurons' exact `mean` and `var` over every token."""
+        partner, rotated, null_anchor = self.moments, self.rotated_moments, self.null_anchor_moments
         n_anchor, n_partner = len(anchor.mean), len(partner.mean)
         corr = self.pairs.correlations(anchor.mean, anchor.var, partner.mean, partner.var)
-        null = self.null_pairs.correlations(anchor.mean, anchor.var, rotated.mean, rotated.var)
+        null = self.null_pairs.correlations(
+            null_anchor.mean, null_anchor.var, rotated.mean, rotated.var
+        )
         return (
             sparse_mutual_best(self.pairs.anchor, self.pairs.partner, corr, n_anchor, n_partner),
             sparse_mutual_best(
@@ -274,3 +294,7 @@ class Verifier:
     @property
     def n_pairs(self) -> tuple[int, int]:
         return len(self.pairs.sums), len(self.null_pairs.sums)
+
+    @property
+    def null_verified_tokens(self) -> int:
+        return self.null_pairs.count
