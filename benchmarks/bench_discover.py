@@ -106,7 +106,8 @@ def timed_discovery(models, corpus: Corpus, settings: Settings) -> tuple[object,
         "forward_seconds": round(forward, 1),
         "screen_seconds": round(clock.seconds.get("screen", 0.0), 1),
         "null_rotation_seconds": round(clock.seconds.get("null", 0.0), 1),
-        "null_tokens": found.matching.get("null_tokens"),
+        "null_tokens": found.matching.get("null_tokens"),  # verified on
+        "null_budget": settings.screen.null_tokens if settings.screen else None,
         "forward_share": round(forward / wall, 3),
         "rosetta": len(found.rosetta),
         "units": dict(found.units),
@@ -122,10 +123,11 @@ REFERENCES = {
 def extrapolated_minutes(timing: dict, tokens: int, target: int) -> float:
     """Minutes for `target` discovery tokens: the screening once, the null's rotation on its
     own token budget only, everything else per token."""
-    null_budget = timing["null_tokens"] or target
-    per_token = timing["seconds"] - timing["screen_seconds"] - timing["null_rotation_seconds"]
-    null_per_token = timing["null_rotation_seconds"] / max(min(tokens, null_budget), 1)
-    seconds = timing["screen_seconds"] + per_token / tokens * target
+    null_budget = timing.get("null_budget") or target  # None: every token (or no null timed)
+    null_seconds = timing.get("null_rotation_seconds", 0.0)
+    rest = timing["seconds"] - timing["screen_seconds"] - null_seconds
+    null_per_token = null_seconds / max(min(tokens, null_budget), 1)
+    seconds = timing["screen_seconds"] + rest / tokens * target
     return (seconds + null_per_token * min(target, null_budget)) / 60
 
 
