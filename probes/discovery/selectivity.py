@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import torch
 
+from probes.discovery.stream import shifted_mean_var
+
 
 class NeuronStats:
     """Streaming sums for activation frequency, skew, kurtosis and per-class mean activation.
@@ -54,13 +56,12 @@ class NeuronStats:
 
     @property
     def mean(self) -> torch.Tensor:
-        """Exact float64 mean of each neuron (the shift plus the mean shifted activation)."""
-        return self.shift.double() + self.powers[0] / max(self.count, 1)
+        """Exact float64 mean of each neuron: the power sums make these the anchor's moments."""
+        return shifted_mean_var(self.shift, self.powers[0], self.powers[1], self.count)[0]
 
     @property
     def var(self) -> torch.Tensor:
-        m1, m2 = self.powers[:2] / max(self.count, 1)
-        return (m2 - m1**2).clamp(min=0)
+        return shifted_mean_var(self.shift, self.powers[0], self.powers[1], self.count)[1]
 
     def result(self) -> dict[str, torch.Tensor]:
         """frequency, skew, excess kurtosis, selectivity (CSI), top_class index, class_means."""

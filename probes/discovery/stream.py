@@ -55,12 +55,19 @@ class ShiftedMoments:
 
     @property
     def mean(self) -> torch.Tensor:
-        return self.shift + self.sums[0] / max(self.count, 1)
+        return shifted_mean_var(self.shift, self.sums[0], self.sums[1], self.count)[0]
 
     @property
     def var(self) -> torch.Tensor:
-        m1, m2 = self.sums / max(self.count, 1)
-        return (m2 - m1**2).clamp(min=0)
+        return shifted_mean_var(self.shift, self.sums[0], self.sums[1], self.count)[1]
+
+
+def shifted_mean_var(
+    shift: torch.Tensor, sum_d: torch.Tensor, sum_d2: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 mean and variance of x from the sums of d = x - shift and of d^2."""
+    m1, m2 = sum_d.double() / max(count, 1), sum_d2.double() / max(count, 1)
+    return shift.double() + m1, (m2 - m1**2).clamp(min=0)
 
 
 def shifted_t(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
