@@ -3,15 +3,18 @@
 Runs `discover` twice on the same tokens: the default screened path (all pairs on a token
 sample, then exact statistics for the candidate pairs; the null's on its token budget) and a
 reference: exact all pairs (`curate discover --exact`), or with `--reference full-null` the
-screened path with the null verified on every token (`--null-tokens 0`). Reports, in one run:
+screened path with the null verified on every token (`--null-tokens 0`), or with `--reference
+none` nothing (the screened run alone, for a long run). Reports, in one run:
 the float32 and bf16 GEMM peaks at the correlation's shape, each path's wall time and the share
 of it spent in the models' forward passes (with alignment), the screened path's peak RSS
 (measured before the reference runs), the extrapolated time for 1M discovery tokens (the
-screening paid once, the null's rotation on its budget only), and the recall: the share of the
-reference's Rosetta neurons the default run also finds with the same buddy. Last line: JSON.
+screening paid once, the null's rotation on its budget only) and for a run of
+`--max-tokens 1000000` (1M corpus tokens, the held-out split's included), and the recall: the
+share of the reference's Rosetta neurons the default run also finds with the same buddy. Last
+line: JSON.
 
     python benchmarks/bench_discover.py [--tokens 30000] [--data DIR] [--doc-tokens 128]
-        [--reference exact|full-null]
+        [--reference exact|full-null|none]
         [--exact-result exact.json]   # the reference run, kept for reruns on the same tokens
 """
 
@@ -155,10 +158,11 @@ def main() -> None:
     parser.add_argument("--doc-tokens", type=int, default=128, help="Tokens per document.")
     parser.add_argument(
         "--reference",
-        choices=sorted(REFERENCES),
+        choices=[*sorted(REFERENCES), "none"],
         default="exact",
         help="What the default screened run is checked against: exact all pairs, or the "
-        "screened path with the null verified on every token (--null-tokens 0).",
+        "screened path with the null verified on every token (--null-tokens 0); none: time "
+        "the screened run alone (no recall).",
     )
     parser.add_argument(
         "--exact-result",
@@ -184,51 +188,60 @@ def main() -> None:
         screened, fast = timed_discovery(models, corpus, Settings())
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"screened: {fast}")
-        key = {"fingerprint": corpus.fingerprint, "tokens": dict(corpus.tokens)}
-        if args.reference != "exact":
-            key["reference"] = args.reference
-        known = args.exact_result is not None and args.exact_result.is_file()
-        cached = json.loads(args.exact_result.read_text()) if known else None
-        if cached is not None and cached["key"] == key:
-            slow, wanted = cached["exact"], {int(k): v for k, v in cached["buddies"].items()}
-            print(f"{args.reference}: {slow} (from {args.exact_result}, same tokens)")
-        else:
-            reference = REFERENCES[args.reference]
-            found, slow = timed_discovery(models, corpus, reference)
-            wanted = rosetta_buddies(found)
-            print(f"{args.reference}: {slow}")
-            if args.exact_result:
-                record = {"key": key, "exact": slow, "buddies": wanted}
-                args.exact_result.write_text(json.dumps(record))
+        reference = None if args.reference == "none" else reference_run(args, models, corpus)
     tokens = screened.units["discovery"]
     minutes_1m = extrapolated_minutes(fast, tokens, 1_000_000)
+    # `--max-tokens 1000000` reads 1M corpus tokens, the held-out split's included
+    per_corpus_token = tokens / sum(corpus.tokens.values())
+    minutes_max_tokens_1m = extrapolated_minutes(fast, tokens, round(1e6 * per_corpus_token))
     # the screen is paid once: at 1M tokens the forward passes' share is the per-token one
     forward_share_1m = 1e6 * fast["forward_seconds"] / tokens / 60 / minutes_1m
-    matched = recall(wanted, rosetta_buddies(screened))
-    print(f"recall vs {args.reference}: {matched}")
-    ref = args.reference.replace("-", "_")
-    minutes_1m_reference = extrapolated_minutes(slow, tokens, 1_000_000)
-    print(f"1M discovery tokens, screened: {minutes_1m:.1f} min extrapolated; {args.reference}:")
-    print(f"{minutes_1m_reference:.1f} min; screened peak RSS {peak_rss_mb:.0f} MB")
+    print(f"1M discovery tokens, screened: {minutes_1m:.1f} min extrapolated; peak RSS")
+    print(f"{peak_rss_mb:.0f} MB; --max-tokens 1000000 (held-out included): ")
+    print(f"{minutes_max_tokens_1m:.1f} min")
+    result = {
+        "discovery_tokens": tokens,
+        "extrapolated_1m_tokens_min": round(minutes_1m, 1),
+        "extrapolated_max_tokens_1m_min": round(minutes_max_tokens_1m, 1),
+        "forward_share": fast["forward_share"],
+        "forward_share_1m_tokens": round(forward_share_1m, 3),
+        "peak_rss_mb": round(peak_rss_mb),
+        "gemm_fp32_gflops": round(peaks[torch.float32], 1),
+        "gemm_bf16_gflops": round(peaks[torch.bfloat16], 1),
+    }
+    if reference is not None:
+        slow, wanted = reference
+        matched = recall(wanted, rosetta_buddies(screened))
+        ref = args.reference.replace("-", "_")
+        minutes_1m_reference = extrapolated_minutes(slow, tokens, 1_000_000)
+        print(f"recall vs {args.reference}: {matched}; 1M discovery tokens, {args.reference}: ")
+        print(f"{minutes_1m_reference:.1f} min")
+        result[f"extrapolated_1m_tokens_min_{ref}"] = round(minutes_1m_reference, 1)
+        result[f"speedup_vs_{ref}"] = round(slow["seconds"] / fast["seconds"], 2)
+        result.update(matched)
+        result[args.reference] = slow
     print(f"data {data}; command: {' '.join(['python', *sys.argv])}")
-    print(
-        json.dumps(
-            {
-                "discovery_tokens": tokens,
-                "extrapolated_1m_tokens_min": round(minutes_1m, 1),
-                f"extrapolated_1m_tokens_min_{ref}": round(minutes_1m_reference, 1),
-                "forward_share": fast["forward_share"],
-                "forward_share_1m_tokens": round(forward_share_1m, 3),
-                "peak_rss_mb": round(peak_rss_mb),
-                "gemm_fp32_gflops": round(peaks[torch.float32], 1),
-                "gemm_bf16_gflops": round(peaks[torch.bfloat16], 1),
-                f"speedup_vs_{ref}": round(slow["seconds"] / fast["seconds"], 2),
-                **matched,
-                "screened": fast,
-                args.reference: slow,
-            }
-        )
-    )
+    print(json.dumps({**result, "screened": fast}))
+
+
+def reference_run(args, models, corpus: Corpus) -> tuple[dict, dict[int, list[int]]]:
+    """The reference's timing and Rosetta buddies: from the cache file when it holds a run on
+    the same tokens, else run now (and cache it)."""
+    key = {"fingerprint": corpus.fingerprint, "tokens": dict(corpus.tokens)}
+    if args.reference != "exact":
+        key["reference"] = args.reference
+    known = args.exact_result is not None and args.exact_result.is_file()
+    cached = json.loads(args.exact_result.read_text()) if known else None
+    if cached is not None and cached["key"] == key:
+        print(f"{args.reference}: {cached['exact']} (from {args.exact_result}, same tokens)")
+        return cached["exact"], {int(k): v for k, v in cached["buddies"].items()}
+    found, slow = timed_discovery(models, corpus, REFERENCES[args.reference])
+    wanted = rosetta_buddies(found)
+    print(f"{args.reference}: {slow}")
+    if args.exact_result:
+        record = {"key": key, "exact": slow, "buddies": wanted}
+        args.exact_result.write_text(json.dumps(record))
+    return slow, wanted
 
 
 if __name__ == "__main__":

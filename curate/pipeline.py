@@ -419,7 +419,7 @@ def _top(job: TopJob) -> TopResult:
         corpus = Corpus(root, capture.loaded, job.max_tokens, heldout=0.0)
         moments = Moments(len(columns))
         for acts, _ in aligned_batches(corpus, [capture], "discovery", 4096, name):
-            moments.update(acts[0][:, columns])
+            moments.update(acts[0][columns])
         if moments.count < 2:
             raise CurateError(f"--{name} {root} has fewer than 2 tokens")
         sides[name] = (moments, corpus)

@@ -26,9 +26,10 @@ from probes.discovery import (
 )
 from probes.discovery.align import align, encode
 from probes.discovery.match import mutual_top_k
+from probes.discovery.run import full_capture, narrowed
 from probes.discovery.screen import PairSums, screen, sparse_mutual_best
 from probes.discovery.selectivity import NeuronStats, class_selectivity
-from probes.discovery.stream import ShiftedMoments, shifted_t
+from probes.discovery.stream import ShiftedMoments, shift_
 from probes.engine import ProbeEngine
 from probes.errors import CurateError
 from probes.models import load_model, resolve_model_path
@@ -75,11 +76,15 @@ def test_byte_level_tokens_are_mean_pooled_within_shared_spans():
     assert texts[:3] == ["Hello", "wörld", ","] and {"don", "'t"} <= set(texts)
     assert "   " not in texts
     # Pooling averages the tokens of a unit: "wörld" is 1 BERT token but 3 byte-level tokens.
+    # Two "layers" of one and two neurons: pooled neuron-major, [3 neurons, units].
     flat = torch.arange(widths[1], dtype=torch.float32).unsqueeze(1)
-    pooled = alignment.pool(1, flat)
+    layers = [flat.reshape(1, -1, 1), torch.cat([-flat, 2 * flat], 1).reshape(1, -1, 2)]
+    pooled = alignment.pool(1, layers)
+    assert pooled.shape == (3, alignment.n_units)
     word = next(u for u, (s, e) in units[1].items() if text[s:e] == "wörld")
     rows = alignment.rows[1][alignment.units[1] == word]
-    assert len(rows) > 1 and pooled[word, 0] == flat[rows, 0].mean()
+    assert len(rows) > 1 and pooled[0, word] == flat[rows, 0].mean()
+    assert pooled[1, word] == -pooled[0, word] and pooled[2, word] == 2 * pooled[0, word]
 
 
 def test_moments_merge_uneven_batches_exactly():
@@ -87,9 +92,23 @@ def test_moments_merge_uneven_batches_exactly():
     data = rng.normal(5.0, 0.01, size=(1000, 7)).astype(np.float32)
     moments = Moments(7)
     for lo, hi in ((0, 1), (1, 300), (300, 999), (999, 1000)):
-        moments.update(torch.from_numpy(data[lo:hi]))
+        moments.update(torch.from_numpy(data[lo:hi].T.copy()))
     np.testing.assert_allclose(moments.mean, data.astype(np.float64).mean(0), rtol=1e-7)
     np.testing.assert_allclose(moments.var, data.astype(np.float64).var(0), rtol=1e-4)
+
+
+def test_a_narrowed_capture_reads_the_same_neurons_as_the_full_one(minilm):
+    """Replication reads only the candidates and their buddies, as deep as they lie."""
+    full = full_capture(minilm, None)
+    width = full.loaded.model.config.intermediate_size
+    columns = torch.tensor([3 * width + 7, 2, 3 * width + 7, width + 1, width - 1])
+    narrow, rows = narrowed(full, width, columns)
+    assert narrow.requests == {0: [2, width - 1], 1: [1], 3: [7]}
+    batch = minilm.tokenizer(["a short text", "another one, longer"], padding=True)
+    ids, mask = torch.tensor(batch["input_ids"]), torch.tensor(batch["attention_mask"])
+    whole = torch.cat(list(full.capture(ids, mask).values()), -1)
+    part = torch.cat(list(narrow.capture(ids, mask).values()), -1)
+    torch.testing.assert_close(part[..., rows], whole[..., columns])
 
 
 def test_mutual_top_k_keeps_only_mutual_pairs():
@@ -110,7 +129,8 @@ def test_pair_sums_give_exact_pearson_correlations_in_one_shifted_pass():
     moments = [ShiftedMoments(shift) for shift in shifts]
     for lo, hi in ((0, 7), (7, 1500), (1500, 2000)):
         batch = [
-            shifted_t(torch.from_numpy(x[lo:hi]), s) for x, s in zip((a, b), shifts, strict=True)
+            shift_(torch.from_numpy(x[lo:hi].T.copy()), s)
+            for x, s in zip((a, b), shifts, strict=True)
         ]
         sums.add(*batch)
         for moment, x in zip(moments, batch, strict=True):
@@ -141,8 +161,8 @@ def test_screening_keeps_the_strong_partners_and_each_partners_best_anchor():
     partner[:, 21] += 2 * anchor[:, 5]  # layer 1, neuron 5: anchor 5's buddy
     partner[:, 3] += 1 * anchor[:, 9]  # layer 0, neuron 3: anchor 9's buddy
     found = screen(
-        torch.from_numpy(anchor),
-        torch.from_numpy(partner),
+        torch.from_numpy(anchor.T.copy()),
+        torch.from_numpy(partner.T.copy()),
         16,
         ScreenSettings(sample=4000, layers=1, per_layer=2),
         torch.Generator().manual_seed(0),
@@ -153,7 +173,7 @@ def test_screening_keeps_the_strong_partners_and_each_partners_best_anchor():
     # the null's candidates: the same bound, columns of the rotated layers that exist
     assert len(found.null_anchor) <= 20 * 1 * 2 + 32 * 2
     assert found.null_column.max() < found.rotated.n_columns <= 32
-    centred_t = shifted_t(torch.from_numpy(partner), torch.from_numpy(partner.mean(0)))
+    centred_t = shift_(torch.from_numpy(partner.T.copy()), torch.from_numpy(partner.mean(0)))
     assert found.rotated(centred_t).shape == (found.rotated.n_columns, 4000)
 
 
@@ -167,7 +187,7 @@ def test_neuron_stats_moments_match_direct_central_moments():
     labels = np.array(["a", "b", "c"])[rng.integers(0, 3, size=3000)]
     stats = NeuronStats(torch.tensor([2.5, 4.0, 1.0, 0.0]))  # shifted away from the means
     for lo, hi in ((0, 1000), (1000, 3000)):
-        stats.update(shifted_t(torch.from_numpy(x[lo:hi]), stats.shift), list(labels[lo:hi]))
+        stats.update(shift_(torch.from_numpy(x[lo:hi].T.copy()), stats.shift), list(labels[lo:hi]))
     out = stats.result()
     np.testing.assert_allclose(out["skew"][:2], scipy_stats.skew(x[:, :2]), rtol=1e-4)
     np.testing.assert_allclose(out["kurtosis"][:2], scipy_stats.kurtosis(x[:, :2]), rtol=1e-4)

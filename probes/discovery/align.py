@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from probes.batching import TokenizedDoc, cut, run_tokenizer
+from probes.discovery.stream import transpose_into
 
 Span = tuple[int, int]
 
@@ -68,15 +69,28 @@ class Alignment:
     unit_doc: torch.Tensor  # index of the document (in the batch) of each unit
     identical: bool  # every model cut every document the same: rows map 1:1 to units
 
-    def pool(self, model: int, flat: torch.Tensor) -> torch.Tensor:
-        """[n_units, neurons] mean activation of `model`'s tokens in each unit."""
-        picked = flat.index_select(0, self.rows[model])
-        if self.identical:
-            return picked
+    def pool(self, model: int, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+        """[neurons of all `layers`, n_units] float32: the mean activation of `model`'s tokens in
+        each unit, neuron-major (what every streaming sum reads row by row).
+
+        `layers` holds the model's [batch, tokens, width] activations per layer, in any dtype;
+        each is gathered, pooled and transposed on its own, so nothing holds every layer twice.
+        """
+        out = torch.empty((sum(a.shape[-1] for a in layers), self.n_units), dtype=torch.float32)
+        lo = 0
+        for acts in layers:
+            picked = acts.reshape(-1, acts.shape[-1]).index_select(0, self.rows[model])
+            if not self.identical:
+                picked = self._unit_means(model, picked.float())
+            transpose_into(out[lo : lo + picked.shape[1]], picked)
+            lo += picked.shape[1]
+        return out
+
+    def _unit_means(self, model: int, picked: torch.Tensor) -> torch.Tensor:
         units = self.units[model]
-        sums = torch.zeros((self.n_units, flat.shape[1]), dtype=flat.dtype)
+        sums = torch.zeros((self.n_units, picked.shape[1]), dtype=picked.dtype)
         sums.index_add_(0, units, picked)
-        counts = torch.bincount(units, minlength=self.n_units).to(flat.dtype)
+        counts = torch.bincount(units, minlength=self.n_units).to(picked.dtype)
         return sums / counts.unsqueeze(1)
 
 

@@ -41,26 +41,29 @@ def floor_for_null_rate(nulls: Sequence[Matches], rate: float) -> tuple[float, f
 
 def heldout_corr(
     batches: Iterable[tuple[list[torch.Tensor], list[str]]],
-    means: Sequence[torch.Tensor],
-    candidates: torch.Tensor,
-    buddies: Sequence[torch.Tensor],
+    rows: Sequence[torch.Tensor],
+    shifts: Sequence[torch.Tensor],
 ) -> tuple[torch.Tensor, int]:
     """Pearson correlation of each candidate anchor neuron with its buddy in each partner over
     held-out batches: [partners, candidates] (NaN under 2 units), and the units read.
 
-    Sums are shifted by the discovery means (`means[m]` per model), so the one-pass formula does
-    not cancel badly.
+    `rows[0]` holds the candidates' rows of each neuron-major anchor batch, `rows[p + 1]` their
+    buddies' rows in partner p's. Sums are shifted by `shifts` (per model, per candidate: the
+    discovery means), so the one-pass formula does not cancel badly.
     """
-    sums = torch.zeros((len(buddies), 5, len(candidates)), dtype=torch.float64)
+    n_partners, n_candidates = len(rows) - 1, len(rows[0])
+    sums = torch.zeros((n_partners, 5, n_candidates), dtype=torch.float64)
     n = 0
     for acts, _ in batches:
-        n += acts[0].shape[0]
-        a = (acts[0][:, candidates] - means[0][candidates].float()).double()
-        for p, buddy in enumerate(buddies):
-            b = (acts[p + 1][:, buddy] - means[p + 1][buddy].float()).double()
-            sums[p] += torch.stack([a, b, a * a, b * b, a * b]).sum(1)
+        n += acts[0].shape[1]
+        a, *bs = (
+            (x[r] - s.float().unsqueeze(1)).double()
+            for x, r, s in zip(acts, rows, shifts, strict=True)
+        )
+        for p, b in enumerate(bs):
+            sums[p] += torch.stack([a, b, a * a, b * b, a * b]).sum(2)
     if n < 2:
-        return torch.full((len(buddies), len(candidates)), math.nan), n
+        return torch.full((n_partners, n_candidates), math.nan), n
     mean_a, mean_b, sq_a, sq_b, ab = (sums / n).unbind(1)
     var = ((sq_a - mean_a**2) * (sq_b - mean_b**2)).clamp(min=1e-24)
     return ((ab - mean_a * mean_b) / var.sqrt()).float(), n

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from probes.batching import length_sorted_batches, pad
 from probes.capture import ActivationCapture
-from probes.discovery.align import EncodedDoc, align, encode
+from probes.discovery.align import align, encode
 from probes.discovery.controls import (
     floor_for_null_rate,
     heldout_corr,
@@ -30,7 +30,7 @@ from probes.discovery.corpus import Corpus, CorpusDoc, anchor_encodings
 from probes.discovery.match import Matches, mutual_top_k
 from probes.discovery.screen import ScreenSettings, Verifier, screen
 from probes.discovery.selectivity import NeuronStats
-from probes.discovery.stream import CrossCorrelation, Moments, shifted_t
+from probes.discovery.stream import CrossCorrelation, Moments, shift_
 from probes.errors import CurateError
 from probes.hooks import hook_name, mlp_width, n_layers
 from probes.models import LoadedModel
@@ -38,6 +38,7 @@ from probes.neuronset import FORMAT, FORMAT_VERSION, STAT_KEYS, NeuronArtifact
 from probes.version import TOOL_VERSION
 
 WINDOW_BATCHES = 8  # documents are length-sorted within windows of this many batches
+SAMPLE_FEED_UNITS = 1024  # units per slice when the buffered sample is fed to the verifiers
 THRESHOLD_STDS = 2.0  # a Rosetta neuron's probe threshold: mean + 2 std of its activation
 
 
@@ -61,8 +62,9 @@ def aligned_batches(
     tokens_per_batch: int,
     desc: str,
 ) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
-    """Per batch of `split`'s documents: each model's float32 [units, neurons] activations,
-    and each unit's label.
+    """Per batch of `split`'s documents: each model's float32 activations, neuron-major
+    ([neurons of every captured layer, units]; the consumer may change them in place), and each
+    unit's label.
 
     `captures[0]` is the corpus anchor: its documents arrive already encoded.
     """
@@ -98,27 +100,32 @@ def _window_batches(
     ]
     for batch in length_sorted_batches([e.doc for e in encoded[0]], tokens_per_batch):
         docs = [[enc[d.pos] for d in batch] for enc in encoded]
-        flats, widths = [], []
+        captured, widths = [], []
         for capture, model_docs in zip(captures, docs, strict=True):
-            flat, width = _capture_flat(capture, model_docs)
-            flats.append(flat)
-            widths.append(width)
+            input_ids, attention, _ = pad([d.doc for d in model_docs], capture.loaded.pad_id)
+            captured.append(list(capture.capture(input_ids, attention).values()))
+            widths.append(input_ids.shape[1])
         alignment = align(docs, widths)
-        pooled = [alignment.pool(m, flat) for m, flat in enumerate(flats)]
+        pooled = [alignment.pool(m, layers) for m, layers in enumerate(captured)]
+        del captured  # the model-dtype activations go before the consumer's work
         labels = [window[batch[d].pos].label for d in alignment.unit_doc.tolist()]
         if alignment.n_units:
             yield pooled, labels
         bar.update(sum(len(d.ids) - sum(d.special) for d in batch))  # after the consumer's work
 
 
-def _capture_flat(
-    capture: ActivationCapture, docs: Sequence[EncodedDoc]
-) -> tuple[torch.Tensor, int]:
-    """[docs * width, neurons of all requested layers] float32 activations, and the width."""
-    input_ids, attention, _ = pad([d.doc for d in docs], capture.loaded.pad_id)
-    layers = capture.capture(input_ids, attention)
-    flat = torch.cat([a.reshape(-1, a.shape[-1]).float() for a in layers.values()], dim=1)
-    return flat, input_ids.shape[1]
+def narrowed(
+    capture: ActivationCapture, width: int, columns: torch.Tensor
+) -> tuple[ActivationCapture, torch.Tensor]:
+    """A capture of only the neurons at `columns` (flat indices into `capture`'s output, layer
+    blocks of `width`), run only as deep as they lie; and each column's row in its output."""
+    layers = torch.tensor(list(capture.requests))[columns // width]
+    keys = layers * width + columns % width
+    kept = torch.unique(keys)  # sorted by (layer, index): the order of the capture's output
+    requests: dict[int, list[int]] = {}
+    for key in kept.tolist():
+        requests.setdefault(key // width, []).append(key % width)
+    return ActivationCapture(capture.loaded, requests), torch.searchsorted(kept, keys)
 
 
 # ---------------------------------------------------------------------------- discovery
@@ -240,12 +247,17 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
     candidates = candidates.nonzero().squeeze(1)
     units["heldout"] = 0
     if len(candidates) and corpus.heldout > 0:
-        per_batch = settings.tokens_per_batch
-        batches = aligned_batches(corpus, captures, "heldout", per_batch, "held-out")
-        buddies = [p.matches.buddy[candidates] for p in partners]
-        corr, units["heldout"] = heldout_corr(
-            batches, [m.mean for m in moments], candidates, buddies
+        # per model, the columns that replication reads: the candidates and their buddies
+        # (-1, no buddy: any column does, its correlation is never used)
+        columns = [candidates, *(p.matches.buddy[candidates].clamp(min=0) for p in partners)]
+        narrow = [
+            narrowed(c, w, cols) for c, w, cols in zip(captures, widths, columns, strict=True)
+        ]
+        batches = aligned_batches(
+            corpus, [c for c, _ in narrow], "heldout", settings.tokens_per_batch, "held-out"
         )
+        shifts = [m.mean[cols] for m, cols in zip(moments, columns, strict=True)]
+        corr, units["heldout"] = heldout_corr(batches, [rows for _, rows in narrow], shifts)
         for p, partner in enumerate(partners):
             partner.heldout_corr[candidates] = corr[p]
     if len(candidates) and units["heldout"] < 2:
@@ -291,7 +303,7 @@ def _exact_passes(corpus, captures, sizes, widths, settings: Settings, generator
     units = Counter()
     first = aligned_batches(corpus, captures, split, settings.tokens_per_batch, f"{split} 1/2")
     for acts, _ in first:
-        units[split] += acts[0].shape[0]
+        units[split] += acts[0].shape[1]
         for moment, x in zip(moments, acts, strict=True):
             moment.update(x)
     _enough(units[split], split)
@@ -304,10 +316,9 @@ def _exact_passes(corpus, captures, sizes, widths, settings: Settings, generator
         corpus, captures, split, settings.tokens_per_batch, f"{split} 2/2"
     ):
         z = [m.standardize(x) for m, x in zip(moments, acts, strict=True)]
-        z_anchor_t = z[0].T.contiguous()
         for acc, z_partner in zip(cross, z[1:], strict=True):
-            acc.update(z_anchor_t, z_partner)
-        stats.update(shifted_t(acts[0], stats.shift), labels)
+            acc.update(z[0], z_partner)
+        stats.update(shift_(acts[0], stats.shift), labels)
     count, k = units[split], settings.top_k
     pairings: list[Pairing] = [
         (
@@ -325,37 +336,34 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
     (which also give the anchor's exact moments) and to each partner's verifier (its exact
     moments and the sums for the screened pairs and the null's)."""
     units = Counter()
-    sample: list[tuple[list[torch.Tensor], list[str]]] = []
-    stats, verifiers, buffered = None, [], 0
     dtypes = [next(c.loaded.model.parameters()).dtype for c in captures]
+    # the sample ends with the batch that reaches screen.sample; a batch holds at most
+    # max(tokens_per_batch, doc_tokens) units
+    capacity = settings.screen.sample + max(settings.tokens_per_batch, corpus.doc_tokens)
+    sample = Sample(sizes, dtypes, capacity)
+    stats, verifiers = None, []
 
     def start():
         """Screen the buffered sample; then feed it to the verifiers and let it go."""
-        acts = []
-        for m in range(len(captures)):  # one model at a time, freeing its buffered batches
-            acts.append(torch.cat([b[0][m] for b in sample]))
-            for batch in sample:
-                batch[0][m] = None
-        labels = [label for batch in sample for label in batch[1]]
-        sample.clear()
+        acts, labels = sample.acts(), sample.labels
         units["screened"] = len(labels)  # the sample, up to one batch past screen.sample
-        shifts = [a.mean(0, dtype=torch.float32) for a in acts]
-        found = [
-            screen(acts[0], partner, width, settings.screen, generator)
+        shift, null = acts[0].mean(1, dtype=torch.float32), settings.screen.null_tokens
+        verifiers = [
+            Verifier(screen(acts[0], partner, width, settings.screen, generator), shift, null)
             for partner, width in zip(acts[1:], widths[1:], strict=True)
         ]
-        verifiers = [
-            Verifier(c, shifts[0], s, settings.screen.null_tokens)
-            for c, s in zip(found, shifts[1:], strict=True)
-        ]
-        state = NeuronStats(shifts[0]), verifiers
-        step = settings.tokens_per_batch
+        state = NeuronStats(shift), verifiers
+        step = SAMPLE_FEED_UNITS  # the float32 copies (the feed shifts them in place) stay small
         for lo in range(0, len(labels), step):
-            feed([a[lo : lo + step] for a in acts], labels[lo : lo + step], *state)
+            feed(
+                [a[:, lo : lo + step].float().contiguous() for a in acts],
+                labels[lo:][:step],
+                *state,
+            )
         return state
 
     def feed(acts, labels, stats, verifiers):
-        anchor_t = shifted_t(acts[0], stats.shift)  # the statistics and verifiers share it
+        anchor_t = shift_(acts[0], stats.shift)  # the statistics and verifiers share it
         stats.update(anchor_t, labels)
         for verifier, partner in zip(verifiers, acts[1:], strict=True):
             verifier.update(anchor_t, partner)
@@ -363,18 +371,19 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
     for acts, labels in aligned_batches(
         corpus, captures, split, settings.tokens_per_batch, f"{split} (screen, then verify)"
     ):
-        units[split] += acts[0].shape[0]
+        units[split] += acts[0].shape[1]
         if stats is not None:
             feed(acts, labels, stats, verifiers)
-            continue
-        # kept in the precision the model computed in: a bf16 model's sample takes half
-        sample.append(([a.to(d) for a, d in zip(acts, dtypes, strict=True)], labels))
-        buffered += len(labels)
-        if buffered >= settings.screen.sample:
-            stats, verifiers = start()
+        else:
+            sample.add(acts, labels)
+            if len(sample.labels) >= settings.screen.sample:
+                stats, verifiers = start()
+                sample = None
+        del acts  # before the stream makes the next batch
     _enough(units[split], split)
     if stats is None:  # the split is smaller than the sample: screen what there is
         stats, verifiers = start()
+        sample = None
     moments = [stats, *(v.moments for v in verifiers)]
     pairings = [v.pairing(stats) for v in verifiers]
     matching = {
@@ -389,6 +398,25 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
         "null_tokens tokens",
     }
     return moments, stats, pairings, units, matching
+
+
+class Sample:
+    """The screening sample: neuron-major activations per model, in the precision the model
+    computed in (a bf16 model's takes half), written into buffers allocated once."""
+
+    def __init__(self, sizes: Sequence[int], dtypes: Sequence[torch.dtype], capacity: int):
+        pairs = zip(sizes, dtypes, strict=True)
+        self.buffers = [torch.empty((n, capacity), dtype=d) for n, d in pairs]
+        self.labels: list[str] = []
+
+    def add(self, acts: Sequence[torch.Tensor], labels: Sequence[str]) -> None:
+        lo, hi = len(self.labels), len(self.labels) + len(labels)
+        for buffer, x in zip(self.buffers, acts, strict=True):
+            buffer[:, lo:hi] = x
+        self.labels += labels
+
+    def acts(self) -> list[torch.Tensor]:
+        return [buffer[:, : len(self.labels)] for buffer in self.buffers]
 
 
 def _enough(units: int, split: str) -> None:

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 import torch
 
 from probes.discovery.match import Matches
-from probes.discovery.stream import ShiftedMoments, inverse_std, random_rotation, shifted_t
+from probes.discovery.stream import (
+    ShiftedMoments,
+    inverse_std,
+    random_rotation,
+    shift_,
+    transpose_into,
+)
 from probes.engine import pick_dtype
 
 
@@ -56,11 +62,11 @@ class Rotated:
     def __call__(self, partner_t: torch.Tensor) -> torch.Tensor:
         """[kept columns of every layer, in layer order; units] rotated activations, from the
         neuron-major partner activations minus their sample means."""
-        z, w = partner_t.to(self.dtype), self.width
+        w = self.width
         out = torch.empty((self.n_columns, partner_t.shape[1]), dtype=torch.float32)
         lo = 0
-        for i, m in enumerate(self.maps_t):
-            out[lo : lo + len(m)] = m @ z[i * w : (i + 1) * w]
+        for i, m in enumerate(self.maps_t):  # one layer converted at a time
+            out[lo : lo + len(m)] = m @ partner_t[i * w : (i + 1) * w].to(self.dtype)
             lo += len(m)
         return out
 
@@ -79,81 +85,93 @@ class Candidates:
     null_anchor: torch.Tensor
     null_column: torch.Tensor
     rotated: Rotated
+    partner_mean: torch.Tensor  # the sample's: the verifier's shift, which `rotated` assumes
 
 
-def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Column means and 1 / std (0 where a column is constant), in float32, of a float32 or
-    bf16 matrix (a bf16 std is good to ~0.3 %: it only scales what screening ranks)."""
-    return x.mean(0, dtype=torch.float32), inverse_std(x.std(0, unbiased=False).float())
+class _Best:
+    """Per partner layer, as its correlation block arrives: each anchor neuron's `per_layer`
+    best columns, and each column's `per_layer` best anchors (the competitors the mutual check
+    must see); `pairs` then keeps each anchor's `layers` best layers."""
+
+    def __init__(self, settings: ScreenSettings):
+        self.settings = settings
+        self.top_val, self.top_idx, self.col_anchor = [], [], []
+
+    def add(self, block: slice, corr: torch.Tensor) -> None:
+        k = self.settings.per_layer
+        val, idx = corr.topk(min(k, corr.shape[1]), dim=1)
+        self.top_val.append(val)
+        self.top_idx.append(idx + block.start)
+        corr_t = torch.empty((corr.shape[1], corr.shape[0]), dtype=corr.dtype)
+        transpose_into(corr_t, corr)  # a row-wise top-k is 4x faster than a column-wise one
+        self.col_anchor.append(corr_t.topk(min(k, corr.shape[0]), dim=1).indices.T)
+
+    def pairs(self, n_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anchor, column) of every candidate pair, unique, in row-major order."""
+        top_val, top_idx = torch.stack(self.top_val, 1), torch.stack(self.top_idx, 1)
+        n_anchor, n_layers, k = top_idx.shape  # [anchor, layers, k]
+        best_layers = top_val[:, :, 0].topk(min(self.settings.layers, n_layers), dim=1).indices
+        kept = top_idx.gather(1, best_layers.unsqueeze(2).expand(-1, -1, k)).reshape(n_anchor, -1)
+        chosen = torch.unique(kept)
+        anchors_of = torch.cat(self.col_anchor, dim=1)[:, chosen]  # [k', chosen columns]
+        per_anchor = torch.arange(n_anchor).repeat_interleave(kept.shape[1])
+        rows = torch.cat([per_anchor, anchors_of.reshape(-1)])
+        cols = torch.cat([kept.reshape(-1), chosen.repeat(anchors_of.shape[0])])
+        flat = torch.unique(rows * n_columns + cols)
+        return flat // n_columns, flat % n_columns
 
 
-def _standardize(x: torch.Tensor) -> torch.Tensor:
-    """z-scores of x's columns, in one new matrix."""
-    mean, inv = _moments(x)
-    return (x - mean).mul_(inv)
-
-
-def _pairs(blocks, n_anchor: int, n_columns: int, settings: ScreenSettings):
-    """From per-layer correlation blocks (columns, [anchor, width]): for each anchor neuron its
-    `per_layer` best columns in each of its `layers` best layers, and for each column so chosen
-    its `per_layer` best anchors (the competitors the mutual check must see)."""
-    top_val, top_idx, col_anchor = [], [], []
-    for block, corr in blocks:
-        val, idx = corr.topk(min(settings.per_layer, corr.shape[1]), dim=1)
-        top_val.append(val)
-        top_idx.append(idx + block.start)
-        col_anchor.append(corr.topk(min(settings.per_layer, n_anchor), dim=0).indices)
-    top_val, top_idx = torch.stack(top_val, 1), torch.stack(top_idx, 1)  # [anchor, layers, k]
-    best_layers = top_val[:, :, 0].topk(min(settings.layers, top_val.shape[1]), dim=1).indices
-    k = top_idx.shape[2]
-    kept = top_idx.gather(1, best_layers.unsqueeze(2).expand(-1, -1, k)).reshape(n_anchor, -1)
-    chosen = torch.unique(kept)
-    anchors_of = torch.cat(col_anchor, dim=1)[:, chosen]  # [k', chosen columns]
-    per_anchor = torch.arange(n_anchor).repeat_interleave(kept.shape[1])
-    rows = torch.cat([per_anchor, anchors_of.reshape(-1)])
-    cols = torch.cat([kept.reshape(-1), chosen.repeat(anchors_of.shape[0])])
-    flat = torch.unique(rows * n_columns + cols)
-    return flat // n_columns, flat % n_columns
+def _standardized(x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float32 z-scores of a [neurons, units] matrix's rows (0 for a constant row), with the
+    rows' means and 1 / std."""
+    z = x_t.float()  # a copy for bf16; for float32, the subtraction below makes one
+    mean = z.mean(1)
+    z = z - mean.unsqueeze(1)
+    inv = inverse_std(torch.linalg.vector_norm(z, dim=1) / math.sqrt(z.shape[1]))
+    return z.mul_(inv.unsqueeze(1)), mean, inv
 
 
 def screen(
-    anchor: torch.Tensor,
-    partner: torch.Tensor,
+    anchor_t: torch.Tensor,
+    partner_t: torch.Tensor,
     width: int,
     settings: ScreenSettings,
     generator: torch.Generator,
 ) -> Candidates:
-    """Candidate pairs from all-pairs Pearson correlations on the sample (`anchor` [units, A],
-    `partner` [units, layers * width]), and the rotated null's candidates chosen the same way
-    (one random rotation per partner layer, drawn as the exact path draws them). The products
-    run in bf16 where the CPU does that fast: they only rank candidates."""
-    n, n_anchor = anchor.shape
-    n_partner = partner.shape[1]
+    """Candidate pairs from all-pairs Pearson correlations on the sample (`anchor_t`
+    [A, units], `partner_t` [layers * width, units]: neuron-major, any float dtype), and the
+    rotated null's candidates chosen the same way (one random rotation per partner layer, drawn
+    as the exact path draws them). The products run in bf16 where the CPU does that fast: they
+    only rank candidates.
+
+    The null's correlations come from the real ones, as the exact path computes them: for z
+    rotated by R, corr(a, (zR)_j) = (C R)_j / std((zR)_j), a [A, width] x [width, width] product
+    instead of another [A, units] x [units, width] one."""
+    n_anchor, n = anchor_t.shape
+    n_partner = partner_t.shape[0]
     dtype = pick_dtype("auto")
-    z_a_t = _standardize(anchor.float()).T.contiguous().to(dtype)
-    mean_b, inv_b = _moments(partner)
+    z_a_t = _standardized(anchor_t)[0].to(dtype)
     blocks = [slice(i * width, (i + 1) * width) for i in range(n_partner // width)]
-
-    def z_layer(b: slice) -> torch.Tensor:  # one layer at a time: memory holds one
-        return (partner[:, b] - mean_b[b]).mul_(inv_b[b])
-
-    def correlations(z: torch.Tensor) -> torch.Tensor:  # [anchor, width] from a layer's z
-        return (z_a_t @ z.to(dtype)).float() / n
-
-    def rotated(b: slice, rotation: torch.Tensor) -> torch.Tensor:  # z in a rotated basis
-        return _standardize((z_layer(b).to(dtype) @ rotation.to(dtype)).float())
-
-    real = _pairs(((b, correlations(z_layer(b))) for b in blocks), n_anchor, n_partner, settings)
-    rotations = [random_rotation(width, generator) for _ in blocks]
-    rotated_corr = (
-        (b, correlations(rotated(b, r))) for b, r in zip(blocks, rotations, strict=True)
-    )
-    null_anchor, null_flat = _pairs(rotated_corr, n_anchor, n_partner, settings)
+    real, null = _Best(settings), _Best(settings)
+    rotations, means, inverse_stds = [], [], []
+    for block in blocks:  # one layer at a time: memory holds one layer's z
+        z_t, mean, inv = _standardized(partner_t[block])
+        z_t = z_t.to(dtype)
+        corr = (z_a_t @ z_t.T).float() / n
+        real.add(block, corr)
+        rotation = random_rotation(width, generator).to(dtype)  # it only enters dtype products
+        rotated_std = torch.linalg.vector_norm((rotation.T @ z_t).float(), dim=1)
+        rotated_std /= math.sqrt(n)
+        null.add(block, (corr.to(dtype) @ rotation).float() * inverse_std(rotated_std))
+        rotations.append(rotation)
+        means.append(mean)
+        inverse_stds.append(inv)
+    null_anchor, null_flat = null.pairs(n_partner)
     layer = null_flat // width
     columns = [(null_flat[layer == i] - i * width).unique() for i in range(len(blocks))]
     maps_t = [
-        (r[:, c] * inv_b[b].unsqueeze(1)).T.contiguous().to(dtype)
-        for r, c, b in zip(rotations, columns, blocks, strict=True)
+        (r[:, c].float() * inv.unsqueeze(1)).T.contiguous().to(dtype)
+        for r, c, inv in zip(rotations, columns, inverse_stds, strict=True)
     ]
     offsets = torch.tensor([0] + [len(c) for c in columns]).cumsum(0)
     null_column = torch.empty_like(null_flat)
@@ -161,7 +179,7 @@ def screen(
         here = layer == i
         null_column[here] = offsets[i] + torch.searchsorted(kept, null_flat[here] - i * width)
     rotated = Rotated(width, columns, maps_t, dtype)
-    return Candidates(real[0], real[1], null_anchor, null_column, rotated)
+    return Candidates(*real.pairs(n_partner), null_anchor, null_column, rotated, torch.cat(means))
 
 
 class PairSums:
@@ -194,7 +212,7 @@ class PairSums:
 
     def add(self, anchor_t: torch.Tensor, partner_t: torch.Tensor) -> None:
         """One batch: [anchor neurons, units] and [partner neurons, units], each minus its shift
-        (`stream.shifted_t`)."""
+        (`stream.shift_`)."""
         products = torch.sparse.sampled_addmm(self.pattern, anchor_t, partner_t.T, beta=0.0)
         self.sums += products.values().double()
         self.count += anchor_t.shape[1]
@@ -242,16 +260,12 @@ class Verifier:
     """Stage 2 for one partner: exact cross sums of its screened pairs and the exact moments of
     its neurons on every token of the discovery split; the same for the null's pairs and the
     rotated columns on the first `null_tokens` (with the anchor's moments on those tokens).
-    Each batch is turned neuron-major once; every sum then reads it row-wise."""
+    Batches arrive neuron-major; every sum reads them row-wise. Anchor activations arrive minus
+    `shift_anchor`, partner ones are shifted by the sample means."""
 
-    def __init__(
-        self,
-        candidates: Candidates,
-        shift_anchor: torch.Tensor,
-        shift_partner: torch.Tensor,
-        null_tokens: int | None,
-    ):
+    def __init__(self, candidates: Candidates, shift_anchor: torch.Tensor, null_tokens: int | None):
         self.candidates = candidates
+        shift_partner = candidates.partner_mean  # the sample means: what `rotated` subtracts
         self.shift = shift_partner.float()
         self.pairs = PairSums(candidates.anchor, candidates.partner, shift_anchor, shift_partner)
         n_rotated = candidates.rotated.n_columns
@@ -263,10 +277,10 @@ class Verifier:
         self.null_anchor_moments = ShiftedMoments(shift_anchor)
         self.null_tokens = null_tokens
 
-    def update(self, anchor_t: torch.Tensor, partner: torch.Tensor) -> None:
-        """`anchor_t`: the batch's anchor activations minus the same shift, neuron-major (made
-        once for every partner); `partner`: its [units, neurons] activations."""
-        partner_t = shifted_t(partner, self.shift)
+    def update(self, anchor_t: torch.Tensor, partner_t: torch.Tensor) -> None:
+        """`anchor_t`: the batch's anchor activations minus the same shift (shifted once for
+        every partner); `partner_t`: this partner's, shifted here in place. Both neuron-major."""
+        partner_t = shift_(partner_t, self.shift)
         self.moments.update(partner_t)
         self.pairs.add(anchor_t, partner_t)
         if self.null_tokens is None or self.null_pairs.count < self.null_tokens:

@@ -1,7 +1,8 @@
 """Streaming statistics of activations: exact in float64 however many tokens stream through.
 
 Per-neuron mean and variance (Welford/Chan) and the anchor-by-partner cross sums z_A^T z_B are
-merged batch by batch, so memory depends on the neuron counts only and the sums stay exact far
+merged batch by batch, each batch neuron-major ([neurons, units]: every reduction reads contiguous
+rows), so memory depends on the neuron counts only and the sums stay exact far
 beyond 10M tokens. The cross sums also keep what the rotated-basis null needs.
 """
 
@@ -18,10 +19,11 @@ class Moments:
         self.mean = torch.zeros(n, dtype=torch.float64)
         self.m2 = torch.zeros(n, dtype=torch.float64)
 
-    def update(self, x: torch.Tensor) -> None:
-        n_b = x.shape[0]
-        mean_b = x.mean(0)
-        m2_b = ((x - mean_b) ** 2).sum(0).double()
+    def update(self, x_t: torch.Tensor) -> None:
+        """One [neurons, units] batch."""
+        n_b = x_t.shape[1]
+        mean_b = x_t.mean(1)
+        m2_b = ((x_t - mean_b.unsqueeze(1)) ** 2).sum(1).double()
         delta = mean_b.double() - self.mean
         total = self.count + n_b
         self.mean += delta * (n_b / total)
@@ -32,26 +34,28 @@ class Moments:
     def var(self) -> torch.Tensor:
         return self.m2 / max(self.count, 1)
 
-    def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        """z-scores in float32; a neuron without variance gets 0 (it correlates with nothing)."""
-        return (x - self.mean.float()) * inverse_std(self.var.sqrt()).float()
+    def standardize(self, x_t: torch.Tensor) -> torch.Tensor:
+        """z-scores of a [neurons, units] batch in float32; a neuron without variance gets 0
+        (it correlates with nothing)."""
+        mean, inv = self.mean.float().unsqueeze(1), inverse_std(self.var.sqrt()).float()
+        return (x_t - mean) * inv.unsqueeze(1)
 
 
 class ShiftedMoments:
     """Per-neuron mean and variance from float64 sums of `x - shift`, the shift a fixed
     per-neuron constant near the mean (the screening sample's), so the one-pass formula does not
-    cancel. Batches arrive neuron-major ([neurons, units], already shifted): row reductions over
-    contiguous memory, one pass each, where `Moments` makes four over a token-major batch."""
+    cancel. Batches arrive already shifted (`shift_`): two row reductions, where `Moments` needs
+    four passes."""
 
     def __init__(self, shift: torch.Tensor):
         self.shift = shift.double()
         self.count = 0
         self.sums = torch.zeros((2, len(shift)), dtype=torch.float64)  # sum d, sum d^2
 
-    def update(self, shifted_t: torch.Tensor) -> None:
-        self.count += shifted_t.shape[1]
-        self.sums[0] += shifted_t.sum(1).double()
-        self.sums[1] += torch.linalg.vector_norm(shifted_t, dim=1).double() ** 2
+    def update(self, shifted: torch.Tensor) -> None:
+        self.count += shifted.shape[1]
+        self.sums[0] += shifted.sum(1).double()
+        self.sums[1] += torch.linalg.vector_norm(shifted, dim=1).double() ** 2
 
     @property
     def mean(self) -> torch.Tensor:
@@ -70,10 +74,18 @@ def shifted_mean_var(
     return shift.double() + m1, (m2 - m1**2).clamp(min=0)
 
 
-def shifted_t(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """[neurons, units] contiguous `x - shift` of a float32 [units, neurons] batch, in one pass."""
-    out = torch.empty((x.shape[1], x.shape[0]), dtype=torch.float32)
-    return torch.sub(x.T, shift.float().unsqueeze(1), out=out)
+def shift_(x_t: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """`x_t - shift` in place, for a [neurons, units] batch and a per-neuron shift."""
+    return x_t.sub_(shift.to(x_t.dtype).unsqueeze(1))
+
+
+TRANSPOSE_BLOCK = 512  # rows per block: a block's transpose stays in cache (3-5x a plain copy)
+
+
+def transpose_into(out: torch.Tensor, x: torch.Tensor) -> None:
+    """out[:] = x.T (converted to out's dtype), a block of x's rows at a time."""
+    for lo in range(0, x.shape[0], TRANSPOSE_BLOCK):
+        out[:, lo : lo + TRANSPOSE_BLOCK].copy_(x[lo : lo + TRANSPOSE_BLOCK].T)
 
 
 def inverse_std(std: torch.Tensor) -> torch.Tensor:
@@ -101,12 +113,13 @@ class CrossCorrelation:
         self.rotations = [random_rotation(width, generator) for _ in range(n_layers)]
         self.rotated_sq = torch.zeros(n_layers * width, dtype=torch.float64)
 
-    def update(self, z_anchor_t: torch.Tensor, z_partner: torch.Tensor) -> None:
+    def update(self, z_anchor_t: torch.Tensor, z_partner_t: torch.Tensor) -> None:
+        """One batch of z-scores, both [neurons, units]."""
         for layer, rotation in enumerate(self.rotations):
             block = slice(layer * self.width, (layer + 1) * self.width)
-            z_block = z_partner[:, block]
-            self.sums[:, block] += z_anchor_t @ z_block
-            self.rotated_sq[block] += ((z_block @ rotation) ** 2).sum(0)
+            z_block_t = z_partner_t[block]
+            self.sums[:, block] += z_anchor_t @ z_block_t.T
+            self.rotated_sq[block] += ((rotation.T @ z_block_t) ** 2).sum(1)
 
     def blocks(self, count: int, rotated: bool) -> Iterator[tuple[slice, torch.Tensor]]:
         """(partner columns, float32 Pearson correlations [anchor, width]) per partner layer."""
