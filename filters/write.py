@@ -1,30 +1,25 @@
 """Write the kept rows of every shard in the shard's own format and relative path.
 
-Rows are copied as they are (JSON lines byte for byte; parquet rows with the shard's schema),
-compressors run with fixed settings and no timestamps, so the same selection always gives the
-same bytes. Each shard is written under a temporary name and renamed when complete; a state file
-written first names the selection (a digest of its rows), so a rerun after a kill keeps the
+Rows are copied as they are, by the shard's format (`probes.formats`: JSON lines byte for byte,
+parquet rows with the shard's schema), so the same selection always gives the same bytes. Each
+shard is written under a temporary name and renamed when complete; a state file written first
+names the selection (a digest of its rows), so a rerun after a kill keeps the
 finished shards of the same selection and refuses to mix selections in one folder.
 """
 
-import gzip
 import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-import zstandard
 
 from probes.atomic import atomic_path, write_atomic
 from probes.errors import CurateError, ShardError
-from probes.shards import iter_raw_rows, shard_suffix
+from probes.formats import RawRow, format_of
+from probes.shards import iter_raw_rows
 
 STATE_FILE = ".curate-selection.json"
-ZSTD_LEVEL = 10
-PARQUET_BATCH = 1024
 
 
 def selection_digest(rows_by_shard: dict[str, np.ndarray], extra: dict) -> str:
@@ -68,23 +63,10 @@ def write_rows(root: Path, rows_by_shard: dict[str, np.ndarray], out_dir: Path) 
 
 
 def _write_shard(source: Path, rows: np.ndarray, tmp: Path) -> None:
-    suffix = shard_suffix(source)
-    if suffix == ".parquet":
-        _write_parquet(source, rows, tmp)
-        return
-    with open(tmp, "wb") as raw:
-        if suffix == ".jsonl.gz":
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
-                _copy_lines(source, rows, out)
-        elif suffix == ".jsonl.zst":
-            cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, threads=0)
-            with cctx.stream_writer(raw, closefd=False) as out:
-                _copy_lines(source, rows, out)
-        else:
-            _copy_lines(source, rows, raw)
+    format_of(source).write(_selected(source, rows), source, tmp)
 
 
-def _selected(source: Path, rows: np.ndarray) -> Iterator[bytes | dict]:
+def _selected(source: Path, rows: np.ndarray) -> Iterator[RawRow]:
     """The raw rows listed in `rows`; damage past the last listed row is not an error."""
     wanted = iter(rows.tolist())
     target = next(wanted, None)
@@ -100,21 +82,3 @@ def _selected(source: Path, rows: np.ndarray) -> Iterator[bytes | dict]:
             raise
     if target is not None:
         raise CurateError(f"{source}: row {target + 1} is gone; the shard changed since scoring")
-
-
-def _copy_lines(source: Path, rows: np.ndarray, out) -> None:
-    for raw in _selected(source, rows):
-        out.write(raw + b"\n")
-
-
-def _write_parquet(source: Path, rows: np.ndarray, tmp: Path) -> None:
-    schema = pq.read_schema(source)
-    with pq.ParquetWriter(tmp, schema) as writer:
-        batch: list[dict] = []
-        for record in _selected(source, rows):
-            batch.append(record)
-            if len(batch) == PARQUET_BATCH:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                batch = []
-        if batch:
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))

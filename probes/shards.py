@@ -1,38 +1,22 @@
-"""Streaming reads of corpus shards (JSON lines, optionally gzip/zstd compressed, or parquet).
+"""Documents from corpus shards: listing, parsing rows into documents, and row errors.
 
-Shards can be far larger than memory, so every reader here streams: rows are yielded as they are
-decoded, and a damaged file still yields the rows before the damage.
+Shards can be far larger than memory, so every reader streams: rows are yielded as they are
+decoded (by the shard's format, `probes.formats`), and a damaged file still yields the rows
+before the damage.
 """
 
-import gzip
-import io
 import json
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-import zstandard
 
 from probes.errors import CurateError, ShardError
-
-SHARD_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
-_READ_SIZE = 1 << 16
+from probes.formats import SHARD_SUFFIXES, RawRow, accepted, format_of
 
 
 def shard_suffix(path: Path) -> str:
     """The shard suffix of `path`, which decides how the file is decoded."""
-    for suffix in SHARD_SUFFIXES:
-        if path.name.endswith(suffix):
-            return suffix
-    raise ValueError(f"{path} is not a shard (expected a name ending in {_accepted()})")
-
-
-def _accepted() -> str:
-    return ", ".join(SHARD_SUFFIXES[:-1]) + " or " + SHARD_SUFFIXES[-1]
+    return format_of(path).suffix
 
 
 def shard_root(shard_dir: Path) -> Path:
@@ -52,7 +36,7 @@ def list_shards(root: Path) -> list[Path]:
         return [root]
     shards = [p for p in root.rglob("*") if p.name.endswith(SHARD_SUFFIXES) and p.is_file()]
     if not shards:
-        raise CurateError(f"no shards under {root} (expected files ending in {_accepted()})")
+        raise CurateError(f"no shards under {root} (expected files ending in {accepted()})")
     return sorted(shards, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -66,90 +50,13 @@ class Document:
     record: dict | None = field(default=None, compare=False, repr=False)
 
 
-class _ZstdFrames(io.RawIOBase):
-    """Decompresses concatenated zstd frames, one decompressobj per frame.
-
-    zstandard's stream_reader (even with read_across_frames=True) ends quietly when the input
-    stops mid-frame, so a truncated download would look like a shorter shard. Tracking frames
-    here lets a truncated last frame raise instead.
-    """
-
-    def __init__(self, source: BinaryIO):
-        self._source = source
-        self._dctx = zstandard.ZstdDecompressor()
-        self._frame: zstandard.ZstdDecompressionObj | None = None
-        self._out = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._out:
-            data = self._source.read(_READ_SIZE)
-            if not data:
-                if self._frame is not None:
-                    raise zstandard.ZstdError("input ends in the middle of a frame")
-                return 0
-            out = []
-            while data:
-                if self._frame is None:
-                    self._frame = self._dctx.decompressobj()
-                out.append(self._frame.decompress(data))
-                data = b""
-                if self._frame.eof:
-                    data, self._frame = self._frame.unused_data, None
-            self._out = memoryview(b"".join(out))
-        n = min(len(buffer), len(self._out))
-        buffer[:n] = self._out[:n]
-        self._out = self._out[n:]
-        return n
-
-
-def iter_raw_rows(path: Path) -> Iterator[tuple[int, bytes | dict]]:
+def iter_raw_rows(path: Path) -> Iterator[tuple[int, RawRow]]:
     """Physical rows of a shard: (row, line bytes without "\\n") or (row, dict) for parquet.
 
     A truncated or corrupt compressed stream raises ShardError at the 1-based line after the last
     good one, once the good rows have been yielded.
     """
-    suffix = shard_suffix(path)  # raise ValueError now, not on first next()
-    if suffix == ".parquet":
-        return _parquet_rows(path)
-    if suffix == ".jsonl":
-        return _plain_rows(path)
-    return _compressed_rows(path, "gzip" if suffix == ".jsonl.gz" else "zstd")
-
-
-def _plain_rows(path: Path) -> Iterator[tuple[int, bytes]]:
-    with open(path, "rb") as f:
-        for row, line in enumerate(f):
-            yield row, line.removesuffix(b"\n")
-
-
-def _compressed_rows(path: Path, kind: str) -> Iterator[tuple[int, bytes]]:
-    with open(path, "rb") as raw:
-        if kind == "gzip":
-            stream: BinaryIO = gzip.GzipFile(fileobj=raw)
-        else:
-            stream = io.BufferedReader(_ZstdFrames(raw))
-        row = 0
-        try:
-            for line in stream:
-                yield row, line.removesuffix(b"\n")
-                row += 1
-        except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
-            raise ShardError(str(path), row + 1, f"truncated or corrupt {kind} stream ({e})") from e
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, "rb") as f:
-        row = 0
-        try:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
-                for record in batch.to_pylist():
-                    yield row, record
-                    row += 1
-        except (pa.ArrowException, OSError) as e:
-            raise ShardError(str(path), row + 1, f"unreadable parquet ({e})") from e
+    return format_of(path).read(path)  # raise ValueError now, not on first next()
 
 
 def read_documents(
@@ -172,7 +79,7 @@ def read_documents(
 
 def _documents(
     path: Path,
-    rows: Iterator[tuple[int, bytes | dict]],
+    rows: Iterator[tuple[int, RawRow]],
     text_key: str,
     id_key: str,
     skip: bool,
@@ -195,7 +102,7 @@ def _documents(
 
 
 def _parse(
-    raw: bytes | dict, text_key: str, id_key: str
+    raw: RawRow, text_key: str, id_key: str
 ) -> tuple[dict | None, str | None, str, str | None]:
     """(record or None, id or None, text, reason the row is unusable or None)."""
     if isinstance(raw, bytes):
