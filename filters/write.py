@@ -3,8 +3,8 @@
 Rows are copied as they are, by the shard's format (`probes.formats`: JSON lines byte for byte,
 parquet rows with the shard's schema), so the same selection always gives the same bytes. Each
 shard is written under a temporary name and renamed when complete; a state file written first
-names the selection (a digest of its rows), so a rerun after a kill keeps the
-finished shards of the same selection and refuses to mix selections in one folder.
+names the selection (a digest of its rows), so a rerun after a kill keeps the finished shards of
+the same selection and refuses to mix selections in one folder.
 """
 
 import hashlib

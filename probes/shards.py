@@ -14,11 +14,6 @@ from probes.errors import CurateError, ShardError
 from probes.formats import SHARD_SUFFIXES, RawRow, accepted, format_of
 
 
-def shard_suffix(path: Path) -> str:
-    """The shard suffix of `path`, which decides how the file is decoded."""
-    return format_of(path).suffix
-
-
 def shard_root(shard_dir: Path) -> Path:
     """The folder shard paths are relative to: the directory itself, or a single shard's parent."""
     return shard_dir if shard_dir.is_dir() else shard_dir.parent
@@ -30,7 +25,7 @@ def list_shards(root: Path) -> list[Path]:
         raise CurateError(f"{root} does not exist")
     if root.is_file():
         try:
-            shard_suffix(root)
+            format_of(root)
         except ValueError as e:
             raise CurateError(str(e)) from None
         return [root]

@@ -345,6 +345,7 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
 
     def start():
         """Screen the buffered sample; then feed it to the verifiers and let it go."""
+        nonlocal sample
         acts, labels = sample.acts(), sample.labels
         units["screened"] = len(labels)  # the sample, up to one batch past screen.sample
         shift, null = acts[0].mean(1, dtype=torch.float32), settings.screen.null_tokens
@@ -355,11 +356,9 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
         state = NeuronStats(shift), verifiers
         step = SAMPLE_FEED_UNITS  # the float32 copies (the feed shifts them in place) stay small
         for lo in range(0, len(labels), step):
-            feed(
-                [a[:, lo : lo + step].float().contiguous() for a in acts],
-                labels[lo:][:step],
-                *state,
-            )
+            batch = [a[:, lo : lo + step].float().contiguous() for a in acts]
+            feed(batch, labels[lo : lo + step], *state)
+        sample = None
         return state
 
     def feed(acts, labels, stats, verifiers):
@@ -378,12 +377,10 @@ def _screened_pass(corpus, captures, sizes, widths, settings: Settings, generato
             sample.add(acts, labels)
             if len(sample.labels) >= settings.screen.sample:
                 stats, verifiers = start()
-                sample = None
         del acts  # before the stream makes the next batch
     _enough(units[split], split)
     if stats is None:  # the split is smaller than the sample: screen what there is
         stats, verifiers = start()
-        sample = None
     moments = [stats, *(v.moments for v in verifiers)]
     pairings = [v.pairing(stats) for v in verifiers]
     matching = {

@@ -2,8 +2,8 @@
 
 Per-neuron mean and variance (Welford/Chan) and the anchor-by-partner cross sums z_A^T z_B are
 merged batch by batch, each batch neuron-major ([neurons, units]: every reduction reads contiguous
-rows), so memory depends on the neuron counts only and the sums stay exact far
-beyond 10M tokens. The cross sums also keep what the rotated-basis null needs.
+rows), so memory depends on the neuron counts only and the sums stay exact far beyond 10M
+tokens. The cross sums also keep what the rotated-basis null needs.
 """
 
 from collections.abc import Iterator
