@@ -94,7 +94,7 @@ def _top_snippets(
         encoded = anchor_encodings(chunk)  # encoded at the model's full length
         for batch in length_sorted_batches([e.doc for e in encoded], 4096):
             input_ids, attention, content = pad(batch, loaded.pad_id)
-            layers = capture.capture(input_ids, attention)
+            layers = capture.capture(input_ids=input_ids, attention_mask=attention)
             acts = torch.cat([layers[layer].float() for layer in capture.requests], dim=-1)
             acts = acts[..., columns].masked_fill(~content.unsqueeze(-1), float("-inf"))
             peaks = acts.amax(dim=1)  # [docs, neurons]

@@ -4,23 +4,41 @@ from pathlib import Path
 
 import click
 
-from curate.pipeline import BenchJob, bench
+from curate.pipeline import BenchJob, ImageBenchJob, bench, image_bench
 
 
 @click.command("bench")
 @click.option("--pool", required=True, type=click.Path(path_type=Path), help="Pool shards.")
 @click.option(
+    "--modality",
+    type=click.Choice(["text", "image"]),
+    default="text",
+    show_default=True,
+    help="text: CPT of a language model, GLUE tasks; image: an ImageNet model, ImageNet top-1 "
+    "and a downstream linear probe.",
+)
+@click.option(
     "--tasks",
-    required=True,
     type=click.Path(path_type=Path),
-    help="Task folders (train.jsonl, validation.jsonl) in the Hugging Face glue schema.",
+    help="Text: task folders (train.jsonl, validation.jsonl) in the Hugging Face glue schema.",
+)
+@click.option(
+    "--imagenet-dir",
+    type=click.Path(path_type=Path),
+    help="Image: an ImageNet-layout folder (<wnid>/<image>, classes.tsv) for top-1.",
+)
+@click.option(
+    "--downstream",
+    type=click.Path(path_type=Path),
+    help="Image: train-* and test-* image shards with a label (the linear-probe task).",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option(
     "--config",
     "config",
     default=None,
-    help="Bench config: bundled name (default, quick, tiny) or a TOML file.",
+    help="Bench config: bundled name (default, quick, tiny; image-default, image-quick) or a "
+    "TOML file.",
 )
 @click.option("--quick", is_flag=True, help="The bundled quick config (~15 min on 2 cores).")
 @click.option(
@@ -29,7 +47,10 @@ from curate.pipeline import BenchJob, bench
 @click.option("--report-only", is_flag=True, help="Report on the runs finished so far.")
 def bench_cmd(
     pool: Path,
-    tasks: Path,
+    modality: str,
+    tasks: Path | None,
+    imagenet_dir: Path | None,
+    downstream: Path | None,
     out_dir: Path,
     config: str | None,
     quick: bool,
@@ -39,6 +60,17 @@ def bench_cmd(
     """Continued pre-training on each arm's selection at matched tokens: parity and savings."""
     if quick and config:
         raise click.UsageError("--quick and --config are exclusive")
+    if modality == "image":
+        if imagenet_dir is None or downstream is None:
+            raise click.UsageError("--modality image needs --imagenet-dir and --downstream")
+        chosen = config or ("image-quick" if quick else "image-default")
+        report = image_bench(
+            ImageBenchJob(pool, imagenet_dir, downstream, out_dir, chosen, report_only)
+        )
+        _show(out_dir, report)
+        return
+    if tasks is None:
+        raise click.UsageError("--modality text needs --tasks")
     report = bench(
         BenchJob(
             pool,
@@ -49,5 +81,9 @@ def bench_cmd(
             finetune=finetune,
         )
     )
+    _show(out_dir, report)
+
+
+def _show(out_dir: Path, report: dict) -> None:
     click.echo((out_dir / "report.md").read_text())
     click.echo(f"report: {out_dir}/report.json, report.md, parity.png ({len(report['runs'])} runs)")

@@ -44,6 +44,7 @@ def main() -> None:
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
 @click.option("--text-key", default="text", show_default=True)
 @click.option("--id-key", default="id", show_default=True)
+@click.option("--image-key", default="image", show_default=True, help="An image model's input.")
 @click.option(
     "--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True
 )
@@ -57,10 +58,12 @@ def probe(
     on_error: str,
     text_key: str,
     id_key: str,
+    image_key: str,
     dtype: str,
     tokens_per_batch: int,
 ) -> None:
-    """Score every document of SHARD_DIR into row-aligned .scores.parquet side files."""
+    """Score every document of SHARD_DIR into row-aligned .scores.parquet side files (images
+    with a vision --model)."""
     from curate.pipeline import ProbeJob
     from curate.pipeline import probe as run_probe
 
@@ -76,6 +79,7 @@ def probe(
             id_key=id_key,
             dtype=dtype,
             tokens_per_batch=tokens_per_batch,
+            image_key=image_key,
         )
     )
     click.echo(stats.summary())
@@ -99,13 +103,31 @@ def demo(out_dir: Path, docs_per_shard: int | None) -> None:
     run_demo(out_dir, docs_per_shard)
 
 
+@main.command("top1")
+@click.argument("imagenet_dir", type=click.Path(path_type=Path))
+@click.option("--model", default="efficientnet-lite0", show_default=True, help="Vision model.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+def top1_cmd(imagenet_dir: Path, model: str, dtype: str) -> None:
+    """ImageNet top-1 of MODEL on an ImageNet-layout folder (<wnid>/<image>)."""
+    import torch
+
+    from curate.cpt.imagenet import top1
+    from probes.models import load_model
+
+    loaded = load_model(model, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+    result = top1(loaded, imagenet_dir)
+    skipped = f" ({result.unreadable} unreadable images left out)" if result.unreadable else ""
+    click.echo(f"{model}: top-1 {result.accuracy:.3f} on {result.images} images{skipped}")
+
+
 @main.command("models")
 def list_models() -> None:
     """List the model aliases that load offline."""
-    from probes.models import ALIASES
+    from probes.models import ALIASES, model_modality
 
     for alias in ALIASES.values():
-        click.echo(f"{alias.name:14} {alias.model_type:6} {alias.description}")
+        kind = model_modality(alias.name)
+        click.echo(f"{alias.name:19} {alias.model_type:17} {kind:5} {alias.description}")
 
 
 def _register_stage_commands() -> None:

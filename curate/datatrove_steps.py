@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datatrove.data import Document, DocumentsPipeline
+from datatrove.data import Document, DocumentsPipeline, Media, MediaType
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
@@ -56,18 +56,43 @@ def doc_source(doc: Document, how: str) -> str:
     return dotted({"metadata": doc.metadata}, how) or "(unknown)"
 
 
+def image_bytes(doc: Document) -> bytes | None:
+    """A document's image: the bytes of its first image `Media`, or the local file its `path`
+    names; None when it has neither (scored as unreadable)."""
+    for media in doc.media:
+        if media.type != MediaType.IMAGE:
+            continue
+        if media.media_bytes is not None:
+            return media.media_bytes
+        if media.path:
+            try:
+                return Path(media.path).read_bytes()
+            except OSError:
+                return None
+    return None
+
+
 class ShardReader(PipelineStep):
-    """Reads rosetta-curate shards (jsonl, .gz, multi-frame .zst, parquet) with the same parser
-    and ids as `curate filter`; task `rank` takes shards rank, rank + world_size, ..."""
+    """Reads rosetta-curate shards (jsonl, .gz, multi-frame .zst, parquet; with `image_key`
+    image shards: parquet `Image` columns, webdataset tars, ImageFolder folders, each image an
+    image `Media` of the document) with the same parser and ids as `curate filter`; task `rank`
+    takes shards rank, rank + world_size, ..."""
 
     name = "Rosetta shards"
     type = "📖 - READER"
 
-    def __init__(self, shard_dir: str, text_key: str = "text", id_key: str = "id"):
+    def __init__(
+        self,
+        shard_dir: str,
+        text_key: str = "text",
+        id_key: str = "id",
+        image_key: str | None = None,
+    ):
         super().__init__()
         self.shard_dir = str(shard_dir)
         self.text_key = text_key
         self.id_key = id_key
+        self.image_key = image_key
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
         if data:
@@ -76,14 +101,23 @@ class ShardReader(PipelineStep):
         root = shard_root(shard_dir)
         for shard in list_shards(shard_dir)[rank::world_size]:
             rel = shard.relative_to(root).as_posix()
-            for doc in read_documents(shard, self.text_key, self.id_key, "skip", root=root):
+            keys = (self.text_key, self.id_key, "skip")
+            for doc in read_documents(shard, *keys, root=root, image_key=self.image_key):
                 if doc.error is not None:
                     self.stat_update("skipped_rows")
                     continue
                 self.stat_update("documents")
+                media = [] if doc.media is None else [_image_media(doc, rel)]
                 yield Document(
-                    text=doc.text, id=doc.id, metadata={"file_path": rel, "row": doc.row}
+                    text=doc.text,
+                    id=doc.id,
+                    media=media,
+                    metadata={"file_path": rel, "row": doc.row},
                 )
+
+
+def _image_media(doc, rel: str) -> Media:
+    return Media(id=doc.id, type=MediaType.IMAGE, url=f"{rel}:{doc.row}", media_bytes=doc.media)
 
 
 class RosettaScorer(PipelineStep):
@@ -116,14 +150,14 @@ class RosettaScorer(PipelineStep):
     @property
     def engine(self):
         if self._engine is None:
-            from probes.engine import ProbeEngine, pick_dtype
+            from probes.engine import pick_dtype, probe_engine
             from probes.models import load_model
             from probes.neuronset import load_neuron_set
 
             p = self.recipe.probe
             loaded = load_model(p.model, dtype=pick_dtype(self.dtype))
             neurons = load_neuron_set(p.neurons)
-            self._engine = ProbeEngine(loaded, neurons, p.agg, self.tokens_per_batch)
+            self._engine = probe_engine(loaded, neurons, p.agg, self.tokens_per_batch)
         return self._engine
 
     def _chunks(self, data: DocumentsPipeline) -> Iterator[list[Document]]:
@@ -142,9 +176,11 @@ class RosettaScorer(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
         if not data:
             return
+        images = self.engine.loaded.modality == "image"
         for chunk in self._chunks(data):
             with self.track_time("batch"):
-                scores = self.engine.probe([doc.text for doc in chunk])
+                inputs = [image_bytes(doc) if images else doc.text for doc in chunk]
+                scores = self.engine.probe(inputs)
             columns = [n.column for n in self.engine.neurons]
             for i, doc in enumerate(chunk):
                 n = int(scores.n_tokens[i])
@@ -156,7 +192,7 @@ class RosettaScorer(PipelineStep):
                     if n
                     else None
                 )
-                self.stat_update("scored" if n else "no_tokens")
+                self.stat_update("scored" if n else ("unreadable" if images else "no_tokens"))
                 yield doc
 
 

@@ -36,7 +36,12 @@ def _layers(value: str | None) -> tuple[int, ...] | None:
 )
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="Shards.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--max-tokens", default=50_000, show_default=True, help="Anchor tokens read.")
+@click.option(
+    "--max-tokens",
+    default=50_000,
+    show_default=True,
+    help="Anchor tokens read (for images: grid cells, --grid squared per image).",
+)
 @click.option("--min-corr", default=0.5, show_default=True, help="Correlation floor.")
 @click.option(
     "--max-null-rate",
@@ -65,7 +70,14 @@ def _layers(value: str | None) -> tuple[int, ...] | None:
 @click.option(
     "--doc-tokens", default=128, show_default=True, help="Tokens read per document (its start)."
 )
-@click.option("--label-key", default="metadata.source", show_default=True)
+@click.option(
+    "--label-key",
+    default=None,
+    help="Field that labels a document for selectivity. [default: label for images, "
+    "metadata.source for text]",
+)
+@click.option("--grid", default=7, show_default=True, help="Images: cells per side of the map.")
+@click.option("--image-key", default="image", show_default=True, help="Images: the image field.")
 @click.option("--text-key", default="text", show_default=True)
 @click.option("--id-key", default="id", show_default=True)
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
@@ -98,7 +110,9 @@ def discover(
     null_rate: bool,
     layers: str | None,
     doc_tokens: int,
-    label_key: str,
+    label_key: str | None,
+    grid: int,
+    image_key: str,
     text_key: str,
     id_key: str,
     on_error: str,
@@ -134,6 +148,8 @@ def discover(
             layers=_layers(layers),
             doc_tokens=doc_tokens,
             label_key=label_key,
+            grid=grid,
+            image_key=image_key,
             text_key=text_key,
             id_key=id_key,
             on_error=on_error,

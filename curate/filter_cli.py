@@ -20,12 +20,28 @@ from filters.recipe import bundled_recipes, load_recipe
 @click.option(
     "--recipe",
     "recipe_name",
-    default="rosetta-default",
-    show_default=True,
-    help="Bundled recipe name (see `curate recipes ls`) or a TOML file.",
+    default=None,
+    help="Bundled recipe name (see `curate recipes ls`) or a TOML file. "
+    "[default: rosetta-default, or rosetta-image for image shards]",
+)
+@click.option(
+    "--unit",
+    type=click.Choice(["tokens", "pixels", "documents", "images"]),
+    default=None,
+    help="Override select.unit: what the budget counts. [default: tokens, or pixels for images]",
+)
+@click.option(
+    "--modality",
+    type=click.Choice(["text", "image"]),
+    default=None,
+    help="What the shards hold. [default: detected from the shards]",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--budget", default=None, help="Override select.budget: tokens (5M, 2B) or 30%.")
+@click.option(
+    "--budget",
+    default=None,
+    help="Override select.budget: an amount in select.unit (5M, 2B) or a share (30%).",
+)
 @click.option(
     "--scores",
     "scores_dir",
@@ -63,7 +79,7 @@ from filters.recipe import bundled_recipes, load_recipe
 )
 def filter_cmd(
     shard_dir: Path,
-    recipe_name: str,
+    recipe_name: str | None,
     out_dir: Path,
     budget: str | None,
     scores_dir: Path | None,
@@ -74,8 +90,11 @@ def filter_cmd(
     dsir_target: Path | None,
     on_error: str | None,
     max_exact_rows: int | None,
+    modality: str | None,
+    unit: str | None,
 ) -> None:
-    """Cut SHARD_DIR to a token budget by a recipe; write kept documents, manifest and report."""
+    """Cut SHARD_DIR to a budget (tokens, or pixels / images) by a recipe; write kept documents,
+    manifest and report."""
     result = filter(
         FilterJob(
             shards=shard_dir,
@@ -90,6 +109,8 @@ def filter_cmd(
             dsir_target=dsir_target,
             max_exact_rows=max_exact_rows,
             on_error=on_error,
+            modality=modality,
+            unit=unit,
         )
     )
     if result.probe_stats is not None and result.probe_stats.shards:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from filters.recipe import Recipe, load_recipe
+from filters.recipe import Recipe, budget_unit, load_recipe
 from probes.atomic import output_folders, write_atomic
 from probes.errors import CurateError
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from probes.prober import ProbeStats
 
 DEFAULT_MODEL = "minilm-l6"
+DEFAULT_RECIPES = {"text": "rosetta-default", "image": "rosetta-image"}  # by shard modality
 
 
 # ---------------------------------------------------------------------------------------- probe
@@ -53,6 +54,7 @@ class ProbeJob:
     dtype: str = "auto"
     tokens_per_batch: int = 8192
     progress: bool = True
+    image_key: str = "image"  # an image model's input field
 
 
 def probe(job: ProbeJob) -> ProbeStats:
@@ -76,6 +78,7 @@ def _probe(job: ProbeJob) -> ProbeStats:
         dtype=job.dtype,
         tokens_per_batch=job.tokens_per_batch,
         progress=job.progress,
+        image_key=job.image_key,
     )
 
 
@@ -90,7 +93,7 @@ class FilterJob:
     """
 
     shards: Path
-    recipe: str | Recipe = "rosetta-default"
+    recipe: str | Recipe | None = None  # None: the default recipe of the shards' modality
     out: Path | None = None  # None only with dry_run
     budget: str | None = None  # select.budget: tokens (5M, 2B) or a share (30%)
     scores: Path | None = None  # side files; default: the user cache, keyed by `shards`
@@ -102,15 +105,25 @@ class FilterJob:
     max_exact_rows: int | None = None
     on_error: str | None = None
     progress: bool = True
+    modality: str | None = None  # "text" or "image"; None: detected from the shards
+    unit: str | None = None  # select.unit: tokens, pixels, documents or images
 
-    def resolved_recipe(self) -> Recipe:
-        """The recipe with this job's overrides applied (and validated)."""
-        recipe = self.recipe if isinstance(self.recipe, Recipe) else load_recipe(self.recipe)
+    def resolved_modality(self) -> str:
+        from probes.shards import list_shards, shards_modality
+
+        return self.modality or shards_modality(list_shards(self.shards))
+
+    def resolved_recipe(self, modality: str = "text") -> Recipe:
+        """The recipe (by default the one for `modality`) with this job's overrides applied
+        (and validated)."""
+        chosen = self.recipe or DEFAULT_RECIPES[modality]
+        recipe = chosen if isinstance(chosen, Recipe) else load_recipe(chosen)
         select = {
             "budget": self.budget,
             "seed": self.seed,
             "tokenizer": self.tokenizer,
             "exact_max_rows": self.max_exact_rows,
+            "unit": self.unit,
         }
         return recipe.replace(
             select={k: v for k, v in select.items() if v is not None},
@@ -157,31 +170,34 @@ def filter(job: FilterJob) -> FilterResult:  # noqa: A001 - the stage's name
     list_shards(job.shards)  # a bad directory fails before any model load
     if job.out is None and not job.dry_run:
         raise CurateError("give an output folder, or ask for a dry run")
-    recipe = job.resolved_recipe()
+    modality = job.resolved_modality()
+    recipe = job.resolved_recipe(modality)
+    budget_unit(recipe, modality)  # a unit of the other modality fails before any work
     if METHODS[recipe.score.method].needs_target and not recipe.dsir.target:
         raise CurateError("dsir.target is not set: name the target shard directory in the recipe")
     scores_dir = job.scores or default_scores_dir(job.shards)
     outputs = [(None if job.dry_run else job.out, "--out"), (job.dropped, "--dropped")]
     with output_folders(*outputs, (scores_dir, "--scores")):
-        return _filter(job, recipe, scores_dir)
+        return _filter(job, recipe, scores_dir, modality)
 
 
-def _filter(job: FilterJob, recipe: Recipe, scores_dir: Path) -> FilterResult:
+def _filter(job: FilterJob, recipe: Recipe, scores_dir: Path, modality: str) -> FilterResult:
+    from filters.recipe import PER_ROW_UNITS
     from filters.rows import open_side_files, side_file_rows
     from filters.selection import check_streamable, select_exact, select_streaming
 
     stats = None
     if recipe.needs_probe:
         stats = _probe_side_files(job.shards, recipe, scores_dir, job.progress)
-        corpus = open_side_files(job.shards, scores_dir)
+        corpus = open_side_files(job.shards, scores_dir, recipe.select.unit in PER_ROW_UNITS)
         rows = side_file_rows(corpus)
         if rows > recipe.select.exact_max_rows:
             check_streamable(recipe, rows, recipe.select.exact_max_rows)
             selection = select_streaming(corpus, recipe)
-            result = _finish(job, recipe, corpus, selection, recipe.probe.model)
+            result = _finish(job, recipe, corpus, selection, _budget_counter(recipe, modality))
             result.probe_stats = stats
             return result
-    corpus, rows, tokenizer = _read_rows(job.shards, recipe, scores_dir)
+    corpus, rows, tokenizer = _read_rows(job.shards, recipe, scores_dir, modality)
     result = _finish(job, recipe, corpus, select_exact(corpus, rows, recipe), tokenizer)
     result.probe_stats = stats
     return result
@@ -200,55 +216,73 @@ def _probe_side_files(shards: Path, recipe: Recipe, scores_dir: Path, progress: 
             text_key=p.text_key,
             id_key=p.id_key,
             progress=progress,
+            image_key=p.image_key,
         )
     )
 
 
-def _read_rows(shards: Path, recipe: Recipe, scores_dir: Path):
-    """(corpus, every row, the budget tokenizer's name) for exact selection.
+def _read_rows(shards: Path, recipe: Recipe, scores_dir: Path, modality: str):
+    """(corpus, every row, what the budget counts in: a tokenizer, or pixels / images) for exact
+    selection.
 
     Side files are fresh here (`filter` probed first); a recipe that never probes reads the
-    text once (token counts, DSIR features).
+    shards once (token or pixel counts, DSIR features).
     """
     from filters.methods import method
+    from filters.recipe import PER_ROW_UNITS
     from filters.rows import (
         assign_sources,
+        image_pixels,
         iter_shard_docs,
         open_side_files,
         read_side_files,
-        read_text,
+        scan_shards,
     )
-    from filters.tokens import token_counter
 
     p, sel = recipe.probe, recipe.select
-    tokenizer = sel.tokenizer or p.model
+    images = modality == "image"
+    per_row = sel.unit in PER_ROW_UNITS
+    counted_in = _budget_counter(recipe, modality)
     if recipe.needs_probe:
-        corpus = open_side_files(shards, scores_dir)
+        corpus = open_side_files(shards, scores_dir, per_row)
         rows = read_side_files(corpus)
         if sel.tokenizer:
             rows.tokens = _recount(shards, recipe, len(rows))
     else:
         scorer = method(recipe.score.method).text_scorer(recipe)
         visit = scorer.visit if scorer is not None else None
-        count = token_counter(tokenizer)
-        corpus, rows = read_text(shards, p.text_key, p.id_key, p.on_error, count, visit)
+        image_key = p.image_key if images else None
+        count = image_pixels if images else _text_counter(recipe)
+        keys = (p.text_key, p.id_key, p.on_error)
+        corpus, rows = scan_shards(shards, *keys, count, visit, image_key=image_key)
+        if per_row:
+            rows.count_rows()
         if scorer is not None:
             docs = iter_shard_docs(shards, p.text_key, p.id_key, p.on_error)
             rows.external = scorer.scores(batch for _, batch in docs)
     assign_sources(corpus, rows, recipe.quotas.source)
-    return corpus, rows, tokenizer
+    return corpus, rows, counted_in
+
+
+def _budget_counter(recipe: Recipe, modality: str) -> str:
+    """What the manifest names as the budget's counter: the tokenizer, or the unit."""
+    unit = budget_unit(recipe, modality)
+    return (recipe.select.tokenizer or recipe.probe.model) if unit == "tokens" else unit
+
+
+def _text_counter(recipe: Recipe):
+    from filters.tokens import token_counter
+
+    count = token_counter(recipe.select.tokenizer or recipe.probe.model)
+    return lambda docs: count([d.text if d.error is None else "" for d in docs])
 
 
 def _recount(shards: Path, recipe: Recipe, rows: int) -> np.ndarray:
     from filters.rows import iter_shard_docs
-    from filters.tokens import token_counter
 
     p = recipe.probe
-    count = token_counter(recipe.select.tokenizer)
-    counts = [
-        count([d.text if d.error is None else "" for d in docs])
-        for _, docs in iter_shard_docs(shards, p.text_key, p.id_key, "skip")
-    ]
+    count = _text_counter(recipe)
+    counts = [count(docs) for _, docs in iter_shard_docs(shards, p.text_key, p.id_key, "skip")]
     tokens = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     if len(tokens) != rows:
         raise CurateError(f"{shards}: shards changed since scoring; rerun to rescore them")
@@ -263,7 +297,10 @@ def _finish(
     from filters.report import write_report
     from filters.write import prepare_output, selection_digest, write_rows
 
-    manifest = build_manifest(selection, recipe, tokenizer, corpus.side_meta, len(corpus.shards))
+    unit = budget_unit(recipe, job.resolved_modality())
+    manifest = build_manifest(
+        selection, recipe, tokenizer, corpus.side_meta, len(corpus.shards), unit
+    )
     if not job.dry_run:
         outputs = [(job.out, selection.kept_rows, "--out")]
         if job.dropped is not None:
@@ -298,7 +335,9 @@ class DiscoverJob:
     null_rate: bool = True  # rerun against a random-init copy of each partner in turn
     layers: tuple[int, ...] | None = None
     doc_tokens: int = 128
-    label_key: str = "metadata.source"
+    label_key: str | None = None  # None: "label" for images, "metadata.source" for text
+    grid: int = 7  # images: every model's feature maps resampled to grid x grid cells
+    image_key: str = "image"
     text_key: str = "text"
     id_key: str = "id"
     on_error: str = "fail"
@@ -347,6 +386,8 @@ def _discover(job: DiscoverJob) -> NeuronArtifact:
         job.on_error,
         job.doc_tokens,
         job.calibration if job.max_null_rate is not None else 0.0,
+        grid=job.grid,
+        image_key=job.image_key,
     )
     settings = disc.Settings(
         min_corr=job.min_corr,
@@ -687,3 +728,40 @@ def _bench(job: BenchJob, config) -> dict:
     if job.report_only:
         return write_report(Bench(config, job.pool, job.tasks, job.out), list(config.arms.names))
     return run_bench(config, job.pool, job.tasks, job.out, job.progress)
+
+
+@dataclass(frozen=True)
+class ImageBenchJob:
+    """Continued training of an ImageNet model on each arm's selection of the image `pool` at
+    matched image counts and steps, evaluated by ImageNet top-1 on `imagenet` (an ImageFolder)
+    and a frozen-feature linear probe on `downstream` (train-* / test-* image shards)."""
+
+    pool: Path
+    imagenet: Path
+    downstream: Path
+    out: Path
+    config: str = "image-default"  # a bundled config name or a TOML path
+    report_only: bool = False
+    progress: bool = True
+
+
+def image_bench(job: ImageBenchJob) -> dict:
+    """Run (or resume) the image bench; writes report.json, report.md and parity.png."""
+    from curate.cpt.image_bench import (
+        ImageBench,
+        load_image_config,
+        run_image_bench,
+        write_image_report,
+    )
+    from probes.shards import list_shards
+
+    config = load_image_config(job.config)
+    for folder in (job.pool, job.imagenet, job.downstream):
+        list_shards(folder)  # a bad folder fails before any work
+    with output_folders((job.out, "--out")):
+        if job.report_only:
+            bench = ImageBench(config, job.pool, job.imagenet, job.downstream, job.out)
+            return write_image_report(bench, list(config.arms.names))
+        return run_image_bench(
+            config, job.pool, job.imagenet, job.downstream, job.out, job.progress
+        )

@@ -15,7 +15,12 @@ MANIFEST = "manifest.json"
 
 
 def build_manifest(
-    selection: Selection, recipe: Recipe, tokenizer: str, side_meta: dict | None, shards: int
+    selection: Selection,
+    recipe: Recipe,
+    tokenizer: str,
+    side_meta: dict | None,
+    shards: int,
+    unit: str = "tokens",
 ) -> dict:
     """The manifest of a selection, from either path."""
     s = selection
@@ -30,6 +35,7 @@ def build_manifest(
         "kept_tokens": s.kept_tokens,
         "budget": recipe.select.budget,
         "budget_tokens": s.budget_tokens,
+        "budget_unit": unit,  # what every *_tokens figure counts
         "budget_error": error,
         "budget_exceeds_corpus": not s.budget_reached,
         "threshold": s.threshold,
@@ -59,14 +65,15 @@ def write_manifest(out_dir: Path, manifest: dict) -> None:
 def summary(manifest: dict) -> str:
     """A few lines for the terminal."""
     kept, budget = manifest["kept_tokens"], manifest["budget_tokens"]
+    unit = manifest["budget_unit"]
     lines = [
-        f"input: {manifest['input_docs']:,} documents, {manifest['input_tokens']:,} tokens "
+        f"input: {manifest['input_docs']:,} documents, {manifest['input_tokens']:,} {unit} "
         f"({manifest['skipped_rows']:,} unusable rows skipped)",
-        f"kept: {manifest['kept_docs']:,} documents, {kept:,} tokens "
+        f"kept: {manifest['kept_docs']:,} documents, {kept:,} {unit} "
         f"(budget {budget:,}, {manifest['budget_error'] * 100:+.2f}%)",
     ]
     if manifest["budget_exceeds_corpus"]:
-        lines.append("budget exceeds the eligible tokens: every eligible document was kept")
+        lines.append(f"budget exceeds the eligible {unit}: every eligible document was kept")
     dropped = ", ".join(f"{k} {v:,}" for k, v in manifest["dropped"].items())
     if dropped:
         lines.append(f"dropped: {dropped}")

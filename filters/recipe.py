@@ -22,6 +22,10 @@ from probes.errors import CurateError
 RECIPE_VERSION = 1
 RECIPES_DIR = Path(str(files("recipes")))  # package data: found in a wheel install too
 MODES = ("topk", "threshold", "sample")
+# select.unit per probe-model modality: "" is the side files' own (tokens, or pixels)
+UNITS = {"text": ("", "tokens", "documents"), "image": ("", "pixels", "images")}
+PER_ROW_UNITS = ("documents", "images")
+ALL_UNITS = ("", "tokens", "pixels", "documents", "images")
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
 
 
@@ -75,6 +79,7 @@ class ProbeConfig:
     text_key: str = "text"
     id_key: str = "id"
     on_error: str = "fail"
+    image_key: str = "image"  # an image model's input field
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,10 @@ class SelectConfig:
     temperature: float = 1.0  # sample mode: Gumbel noise scale relative to the score's spread
     threshold: float | None = None  # threshold mode: keep scores >= this (still capped by budget)
     tokenizer: str = ""  # "" = the probe model's; else a model alias or folder
-    min_tokens: int = 0
+    # What the budget counts: "" = the side files' unit (content tokens for text, pixels of the
+    # original image for images), or one per row ("documents" / "images")
+    unit: str = ""
+    min_tokens: int = 0  # content tokens (pixels for images), whatever the budget counts
     max_tokens: int = 0  # 0 = no limit
     seed: int = 0
     # more rows than this: stream the side files and find the cut with a mergeable sketch
@@ -206,6 +214,24 @@ def resolve_neurons(spec: str, folder: Path) -> str:
     return spec  # load_neuron_set reports it
 
 
+def budget_unit(recipe: Recipe, modality: str) -> str:
+    """The budget's unit in words (tokens, pixels, documents or images) for a corpus of
+    `modality`; refuses a unit of the other modality (pixels of text, tokens of images)."""
+    unit = recipe.select.unit or ("pixels" if modality == "image" else "tokens")
+    if unit not in UNITS[modality]:
+        raise CurateError(
+            f"select.unit = {unit!r} does not count {modality} documents; use one of "
+            f"{_choices(UNITS[modality])}"
+        )
+    if recipe.select.tokenizer and modality == "image":
+        raise CurateError("select.tokenizer counts text tokens; leave it empty for images")
+    return unit
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    return ", ".join(json.dumps(v) for v in values)
+
+
 def _check_values(recipe: Recipe, where: str = "recipe") -> None:
     """Field-level checks that types alone cannot express; each names its field."""
     from filters.methods import METHODS  # the registry imports row code; recipes load first
@@ -228,6 +254,7 @@ def _check_values(recipe: Recipe, where: str = "recipe") -> None:
             sel.mode != "threshold" or sel.threshold is not None,
             "set for mode threshold",
         ),
+        ("select.unit", sel.unit in ALL_UNITS, f"one of {_choices(ALL_UNITS)}"),
         ("select.min_tokens", sel.min_tokens >= 0, ">= 0"),
         ("select.max_tokens", sel.max_tokens >= 0, ">= 0 (0 = no limit)"),
         ("select.seed", sel.seed >= 0, ">= 0"),

@@ -4,6 +4,7 @@ The exact path holds the whole corpus as one `Rows`; the streaming path and data
 chunk at a time. Either way the same rule decides each row (filters/rule.py).
 """
 
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from PIL import Image
 
 from probes import sidefile
 from probes.errors import CurateError
@@ -27,16 +29,27 @@ class Rows:
     shard: np.ndarray  # int32 index into Corpus.shards
     row: np.ndarray  # int64 physical row in its shard
     tie: np.ndarray  # uint64 id hash: the tie-break and the source of random draws
-    tokens: np.ndarray  # int64 content tokens in the budget's tokenizer
+    tokens: np.ndarray  # int64 budget units: content tokens (or pixels), or 1 per row
     ok: np.ndarray  # bool: usable (no error)
     neurons: np.ndarray  # float32 [rows, columns]; 0 columns without side files
     probe_score: np.ndarray  # float64 side-file score (NaN: unusable or no side files)
     external: np.ndarray | None = None  # float64 score computed from the text (dsir)
     source: np.ndarray | None = None  # int32 index into the corpus's source names
     errors: list[str | None] | None = None  # the reason per row (exact path only)
+    # int64 content tokens (or pixels) where the budget counts rows instead (`tokens` all 1):
+    # what select.min_tokens / max_tokens bound
+    length: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.tie)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.tokens if self.length is None else self.length
+
+    def count_rows(self) -> None:
+        """Make every row weigh 1 in the budget (documents, images), keeping its length."""
+        self.length, self.tokens = self.lengths, np.ones(len(self), np.int64)
 
     def take(self, mask: np.ndarray) -> "Rows":
         pick = lambda x: None if x is None else x[mask]  # noqa: E731
@@ -52,6 +65,7 @@ class Rows:
             external=pick(self.external),
             source=pick(self.source),
             errors=None,
+            length=pick(self.length),
         )
 
 
@@ -65,14 +79,17 @@ class Corpus:
     side_meta: dict | None = None  # the first side file's metadata (model, neurons, agg)
     side_paths: list[Path] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # names behind Rows.source
+    per_row: bool = False  # the budget counts rows (documents, images), not side-file n_tokens
 
     @property
     def base_weights(self) -> list[float]:
         return sidefile.neuron_weights(self.side_meta) if self.side_meta else []
 
 
-def open_side_files(shard_dir: Path, scores_dir: Path) -> Corpus:
-    """Every shard's side file; all must exist and come from one model, neuron set and agg."""
+def open_side_files(shard_dir: Path, scores_dir: Path, per_row: bool = False) -> Corpus:
+    """Every shard's side file; all must exist and come from one model, neuron set and agg.
+
+    With `per_row` every usable row weighs 1 in the budget (a budget in documents or images)."""
     root = root_of(shard_dir)
     shards = list_shards(shard_dir)
     paths, meta0 = [], None
@@ -93,6 +110,7 @@ def open_side_files(shard_dir: Path, scores_dir: Path) -> Corpus:
         columns=sidefile.neuron_columns(meta0) if meta0 else [],
         side_meta=meta0,
         side_paths=paths,
+        per_row=per_row,
     )
 
 
@@ -112,10 +130,10 @@ def side_file_chunks(
     names = ["row", "id_hash", "n_tokens", "error", *(["score"] if score else []), *columns]
     for i, path in enumerate(corpus.side_paths):
         for batch in pq.ParquetFile(path).iter_batches(rows, columns=names):
-            yield _from_batch(batch, i, columns)
+            yield _from_batch(batch, i, columns, corpus.per_row)
 
 
-def _from_batch(batch: pa.RecordBatch, shard: int, columns: list[str]) -> Rows:
+def _from_batch(batch: pa.RecordBatch, shard: int, columns: list[str], per_row: bool) -> Rows:
     n = batch.num_rows
     col = batch.column
     neurons = np.empty((n, len(columns)), np.float32, order="F")  # column by column: contiguous
@@ -123,7 +141,7 @@ def _from_batch(batch: pa.RecordBatch, shard: int, columns: list[str]) -> Rows:
         neurons[:, j] = col(name).to_numpy(zero_copy_only=False)
     has_score = "score" in batch.schema.names
     score = pc.fill_null(col("score"), float("nan")) if has_score else None
-    return Rows(
+    rows = Rows(
         shard=np.full(n, shard, np.int32),
         row=np.asarray(col("row").to_numpy(), np.int64),
         tie=np.asarray(col("id_hash").to_numpy(), np.uint64),
@@ -132,6 +150,9 @@ def _from_batch(batch: pa.RecordBatch, shard: int, columns: list[str]) -> Rows:
         neurons=neurons,
         probe_score=np.asarray(score.to_numpy(), np.float64) if has_score else np.full(n, np.nan),
     )
+    if per_row:
+        rows.count_rows()
+    return rows
 
 
 def read_side_files(corpus: Corpus) -> Rows:
@@ -141,7 +162,7 @@ def read_side_files(corpus: Corpus) -> Rows:
     for i, path in enumerate(corpus.side_paths):
         table = pq.read_table(path, columns=names)
         parts.append(
-            _from_batch(table.combine_chunks().to_batches()[0], i, corpus.columns)
+            _from_batch(table.combine_chunks().to_batches()[0], i, corpus.columns, corpus.per_row)
             if table.num_rows
             else None
         )
@@ -172,39 +193,57 @@ def concat(parts: list[Rows], columns: int, errors: list[str | None] | None = No
         neurons=np.concatenate([p.neurons for p in parts]),
         probe_score=cat("probe_score"),
         errors=errors,
+        length=None if parts[0].length is None else cat("length"),
     )
 
 
 def iter_shard_docs(
-    shard_dir: Path, text_key: str, id_key: str, on_error: str
+    shard_dir: Path, text_key: str, id_key: str, on_error: str, image_key: str | None = None
 ) -> Iterator[tuple[int, list[Document]]]:
-    """(shard index, a batch of its documents) for every shard, in row order."""
+    """(shard index, a batch of its documents) for every shard, in row order (images with
+    `image_key`)."""
     root = root_of(shard_dir)
     for i, shard in enumerate(list_shards(shard_dir)):
-        docs = read_documents(shard, text_key, id_key, on_error, root=root)
+        docs = read_documents(shard, text_key, id_key, on_error, root=root, image_key=image_key)
         for batch in chunked(docs, TEXT_BATCH):
             yield i, batch
 
 
-def read_text(
+def image_pixels(docs: list[Document]) -> np.ndarray:
+    """Width x height of each document's image from its header (no decode); 0 where unreadable."""
+    out = np.zeros(len(docs), np.int64)
+    for i, doc in enumerate(docs):
+        if doc.error is None:
+            try:
+                with Image.open(io.BytesIO(doc.media)) as image:
+                    out[i] = image.width * image.height
+            except (OSError, ValueError, Image.DecompressionBombError):
+                pass
+    return out
+
+
+def scan_shards(
     shard_dir: Path,
     text_key: str,
     id_key: str,
     on_error: str,
-    count: Callable[[list[str]], np.ndarray],
+    count: Callable[[list[Document]], np.ndarray],
     visit: Callable[[list[Document]], None] | None = None,
+    image_key: str | None = None,
 ) -> tuple[Corpus, Rows]:
-    """One pass over the shard text: ids, errors and `count(texts)` tokens per row (recipes
-    that never run the probe model). `visit` sees every batch too (e.g. DSIR features)."""
+    """One pass over the shards: ids, errors and `count(docs)` budget units per row (recipes
+    that never run the probe model; a row counted 0 is unusable). `visit` sees every batch too
+    (e.g. DSIR features). With `image_key` the documents are images."""
     root = root_of(shard_dir)
     shards = list_shards(shard_dir)
+    empty = sidefile.NO_TOKENS if image_key is None else sidefile.NOT_AN_IMAGE
     shard_idx, rows, ids, tokens, errors = [], [], [], [], []
-    for i, batch in iter_shard_docs(shard_dir, text_key, id_key, on_error):
-        counts = count([d.text if d.error is None else "" for d in batch])
+    for i, batch in iter_shard_docs(shard_dir, text_key, id_key, on_error, image_key):
+        counts = count(batch)
         for doc, n in zip(batch, counts.tolist(), strict=True):
             error = doc.error
             if error is None and n == 0:
-                error = sidefile.no_tokens(shards[i], doc.row, on_error)
+                error = sidefile.unusable(shards[i], doc.row, empty, on_error)
             shard_idx.append(i)
             rows.append(doc.row)
             ids.append(doc.id)

@@ -47,8 +47,8 @@ class Rule:
         if ok.any():
             score[ok] = m.score(rows, Fitted(self.zparams, self.seed))
         reason = np.where(ok, KEPT, ERROR).astype(np.uint8)
-        short = ok & (rows.tokens < self.min_tokens)
-        long = ok & ~short & (rows.tokens > self.max_tokens)
+        short = ok & (rows.lengths < self.min_tokens)
+        long = ok & ~short & (rows.lengths > self.max_tokens)
         if not self.max_tokens:
             long[:] = False
         reason[short], reason[long] = TOO_SHORT, TOO_LONG

@@ -67,7 +67,7 @@ class CorpusStats:
             ).astype(np.int64)
         self.usable.add(rows.neurons[ok])
         if self.eligible is not None:
-            eligible = ok & self.within_limits(rows.tokens)
+            eligible = ok & self.within_limits(rows.lengths)
             self.eligible.add(rows.neurons[eligible])
             self.eligible_probe.add(rows.probe_score[eligible].reshape(-1, 1))
 

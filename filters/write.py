@@ -1,10 +1,11 @@
 """Write the kept rows of every shard in the shard's own format and relative path.
 
-Rows are copied as they are, by the shard's format (`probes.formats`: JSON lines byte for byte,
-parquet rows with the shard's schema), so the same selection always gives the same bytes. Each
-shard is written under a temporary name and renamed when complete; a state file written first
-names the selection (a digest of its rows), so a rerun after a kill keeps the finished shards of
-the same selection and refuses to mix selections in one folder.
+Rows are copied as they are, by the shard's format (`probes.formats`: JSON lines, tar members
+and ImageFolder images byte for byte, parquet rows with the shard's schema), so the same
+selection always gives the same bytes. Each shard (a file, or an ImageFolder class folder) is
+written under a temporary name and renamed when complete; a state file written first names the
+selection (a digest of its rows), so a rerun after a kill keeps the finished shards of the same
+selection and refuses to mix selections in one folder.
 """
 
 import hashlib
@@ -56,7 +57,7 @@ def write_rows(root: Path, rows_by_shard: dict[str, np.ndarray], out_dir: Path) 
     """
     for rel, rows in sorted(rows_by_shard.items()):
         target = out_dir / rel
-        if not len(rows) or target.is_file():
+        if not len(rows) or target.exists():
             continue
         with atomic_path(target) as tmp:
             _write_shard(root / rel, np.asarray(rows, np.int64), tmp)

@@ -2,6 +2,7 @@
 checked before any work and not left behind empty when the work fails."""
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,17 +14,25 @@ from probes.errors import CurateError
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it over `target` if the block succeeds.
 
-    Temporary files that a killed earlier run left for the same target are removed first.
+    The block may make a file or a folder there (a folder's rename is as atomic as a file's).
+    Temporary outputs that a killed earlier run left for the same target are removed first.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
+        _remove(stale)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         yield tmp
         os.replace(tmp, target)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_atomic(target: Path, data: bytes) -> None:

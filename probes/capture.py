@@ -50,10 +50,12 @@ class ActivationCapture:
         return [hook_name(layer) for layer in self.requests]
 
     @torch.inference_mode()
-    def capture(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> dict[int, torch.Tensor]:
-        """Activations per requested layer, each [batch, tokens, n_requested], model dtype."""
+    def capture(self, **inputs: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Activations per requested layer, each [batch, positions, n_requested], model dtype.
+
+        `inputs` are the model's keyword inputs: input_ids and attention_mask for text,
+        pixel_values for images.
+        """
         captured: dict[int, torch.Tensor] = {}
 
         def keeper(layer: int):
@@ -69,7 +71,7 @@ class ActivationCapture:
 
         handles = [self._hook(layer, keeper(layer)) for layer in self.requests]
         try:
-            self.loaded.model(input_ids=input_ids, attention_mask=attention_mask)
+            self.loaded.model(**inputs)
         except _StopForward:
             pass
         finally:

@@ -1,4 +1,5 @@
-"""The probe engine: texts in, per-document neuron scores out (batched, no wasted padding)."""
+"""The probe engine: texts (or images) in, per-document neuron scores out (batched, no wasted
+padding)."""
 
 import functools
 from collections.abc import Sequence
@@ -11,9 +12,11 @@ import torch
 from probes.aggregate import DEFAULT_AGGREGATION, aggregate
 from probes.batching import length_sorted_batches, pad, tokenize
 from probes.capture import ActivationCapture
-from probes.hooks import mlp_width, n_layers
+from probes.hooks import layer_widths
+from probes.images import decode, prepare
 from probes.models import LoadedModel
 from probes.neuronset import NeuronSet
+from probes.sidefile import NO_TOKENS
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -46,16 +49,20 @@ def pick_dtype(name: str) -> torch.dtype:
 
 @dataclass
 class Probed:
-    """One probe of some texts, per document in input order (no tokens: NaN values)."""
+    """One probe of some documents, per document in input order (unusable: NaN values)."""
 
-    n_tokens: np.ndarray  # int64 [docs]: content tokens before truncation
+    n_tokens: np.ndarray  # int64 [docs]: content tokens before truncation (images: pixels)
     truncated: np.ndarray  # bool [docs]
     neurons: np.ndarray  # float32 [docs, neurons], columns in NeuronSet.ordered() order
     score: np.ndarray  # float32 [docs]: weighted mean over neurons
+    errors: list[str | None]  # why a document could not be probed (no tokens, no image)
 
 
 class ProbeEngine:
-    """Probes texts: the aggregated activations of a neuron set in one model, per document."""
+    """Probes texts: the aggregated activations of a neuron set in one model, per document.
+
+    `probe_engine` picks this or `ImageProbeEngine` by the model's modality.
+    """
 
     def __init__(
         self,
@@ -64,11 +71,7 @@ class ProbeEngine:
         agg: str = DEFAULT_AGGREGATION,
         tokens_per_batch: int = 8192,
     ):
-        neuron_set.check_fits(
-            loaded.name,
-            n_layers(loaded.model, loaded.model_type),
-            mlp_width(loaded.model, loaded.model_type),
-        )
+        neuron_set.check_fits(loaded.name, layer_widths(loaded.model, loaded.model_type))
         neuron_set.check_model(loaded.name, loaded.content_hash)
         self.loaded = loaded
         self.agg = agg
@@ -81,17 +84,65 @@ class ProbeEngine:
 
     def probe(self, texts: Sequence[str]) -> Probed:
         docs = tokenize(self.loaded.tokenizer, texts, self.loaded.max_length)
-        values = np.full((len(docs), len(self.neurons)), np.nan, dtype=np.float32)
+        values = self._empty(len(docs))
         scorable = [doc for doc in docs if doc.n_tokens > 0]
         for batch in length_sorted_batches(scorable, self.tokens_per_batch):
             input_ids, attention, content = pad(batch, self.loaded.pad_id)
-            layers = self.source.capture(input_ids, attention)
-            acts = torch.cat([layers[layer] for layer in self.source.requests], dim=-1)
-            per_doc = aggregate(acts, content, self.agg, self.thresholds)
-            values[[doc.pos for doc in batch]] = per_doc.numpy()
-        return Probed(
-            n_tokens=np.array([doc.n_tokens for doc in docs], dtype=np.int64),
-            truncated=np.array([doc.truncated for doc in docs], dtype=bool),
-            neurons=values,
-            score=(values @ self.weights.numpy()).astype(np.float32),
+            layers = self.source.capture(input_ids=input_ids, attention_mask=attention)
+            values[[doc.pos for doc in batch]] = self._aggregate(layers, content)
+        n_tokens = np.array([doc.n_tokens for doc in docs], dtype=np.int64)
+        truncated = np.array([doc.truncated for doc in docs], dtype=bool)
+        errors = [None if n else NO_TOKENS for n in n_tokens]
+        return self._probed(n_tokens, truncated, values, errors)
+
+    def _empty(self, n_docs: int) -> np.ndarray:
+        return np.full((n_docs, len(self.neurons)), np.nan, dtype=np.float32)
+
+    def _aggregate(self, layers: dict[int, torch.Tensor], content: torch.Tensor) -> np.ndarray:
+        acts = torch.cat([layers[layer] for layer in self.source.requests], dim=-1)
+        return aggregate(acts, content, self.agg, self.thresholds).numpy()
+
+    def _probed(self, n_tokens, truncated, values: np.ndarray, errors) -> Probed:
+        score = (values @ self.weights.numpy()).astype(np.float32)
+        return Probed(n_tokens, truncated, values, score, errors)
+
+
+class ImageProbeEngine(ProbeEngine):
+    """Probes encoded images: every spatial position (or patch) of a map is one of its tokens.
+
+    `tokens_per_batch` counts input pixels over a batch's images, so a batch holds about the
+    same work whatever the model's input size.
+    """
+
+    def probe(self, images: Sequence[bytes]) -> Probed:
+        decoded = [decode(data) for data in images]
+        values = self._empty(len(decoded))
+        spec = self.loaded.image
+        per_batch = max(1, self.tokens_per_batch * 64 // (spec.size * spec.size))
+        usable = [i for i, d in enumerate(decoded) if d.image is not None]
+        for start in range(0, len(usable), per_batch):
+            batch = usable[start : start + per_batch]
+            pixels = prepare([decoded[i].image for i in batch], spec).to(self._dtype)
+            layers = self.source.capture(pixel_values=pixels)
+            positions = next(iter(layers.values())).shape[1]
+            content = torch.ones((len(batch), positions), dtype=torch.bool)
+            values[batch] = self._aggregate(layers, content)
+        n_pixels = np.array([d.pixels for d in decoded], dtype=np.int64)
+        return self._probed(
+            n_pixels, np.zeros(len(decoded), bool), values, [d.error for d in decoded]
         )
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.loaded.model.parameters()).dtype
+
+
+def probe_engine(
+    loaded: LoadedModel,
+    neuron_set: NeuronSet,
+    agg: str = DEFAULT_AGGREGATION,
+    tokens_per_batch: int = 8192,
+) -> ProbeEngine:
+    """The engine for the model's modality: texts or encoded images in, scores out."""
+    engine = ImageProbeEngine if loaded.modality == "image" else ProbeEngine
+    return engine(loaded, neuron_set, agg, tokens_per_batch)

@@ -78,7 +78,7 @@ def explain(engine: ProbeEngine, doc_id: str, text: str) -> Explanation:
     seen = len(doc.ids) - trailing_specials(doc.special)  # what the model saw before the tail
     spans = [tuple(offsets[i]) for i in range(seen) if not special[i]]
     input_ids, attention, content = pad([doc], loaded.pad_id)
-    layers = engine.source.capture(input_ids, attention)
+    layers = engine.source.capture(input_ids=input_ids, attention_mask=attention)
     acts = torch.cat([layers[layer] for layer in engine.source.requests], dim=-1).float()
     values = aggregate(acts, content, engine.agg, engine.thresholds)[0]
     weights = engine.weights

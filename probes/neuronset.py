@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +70,16 @@ class NeuronSet:
         """Neurons in capture order (by layer, then as listed): the order of score columns."""
         return [n for layer in sorted(self.requests()) for n in self.neurons if n.layer == layer]
 
-    def check_fits(self, model_name: str, n_layers: int, width: int) -> None:
+    def check_fits(self, model_name: str, widths: Sequence[int]) -> None:
+        """Every neuron exists: `widths` holds the model's neurons per layer."""
         for neuron in self.neurons:
-            if not (0 <= neuron.layer < n_layers and 0 <= neuron.index < width):
+            if not (0 <= neuron.layer < len(widths) and 0 <= neuron.index < widths[neuron.layer]):
+                shape = f"{len(widths)} layers of {widths[0]} MLP neurons"
+                if len(set(widths)) > 1:
+                    shape = f"{len(widths)} layers of {min(widths)} to {max(widths)} neurons"
                 raise CurateError(
                     f"neuron [{neuron.layer}, {neuron.index}] from {self.origin} does not exist in "
-                    f"{model_name} ({n_layers} layers of {width} MLP neurons)"
+                    f"{model_name} ({shape})"
                 )
 
 

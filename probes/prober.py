@@ -19,10 +19,19 @@ from tqdm import tqdm
 
 from probes import sidefile
 from probes.atomic import atomic_path
-from probes.engine import ProbeEngine, pick_dtype
-from probes.models import load_model, weights_hash
+from probes.engine import ProbeEngine, pick_dtype, probe_engine
+from probes.errors import CurateError
+from probes.formats import format_of
+from probes.models import load_model, model_modality, weights_hash
 from probes.neuronset import load_neuron_set
-from probes.shards import Document, chunked, list_shards, read_documents, shard_root
+from probes.shards import (
+    Document,
+    chunked,
+    list_shards,
+    read_documents,
+    shard_root,
+    shards_modality,
+)
 from probes.version import TOOL_VERSION
 
 CHUNK_DOCS = 512
@@ -37,15 +46,23 @@ class ProbeStats:
     truncated: int = 0
     errors: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    images: bool = False  # `tokens` counts the pixels of the original images
 
     def summary(self) -> str:
         rate = self.tokens / self.seconds if self.seconds else 0.0
-        lines = [
-            f"shards: {self.shards} scored, {self.shards_reused} already done",
-            f"documents: {self.docs:,} scored, {sum(self.errors.values()):,} skipped, "
-            f"{self.truncated:,} truncated to the model's max length",
-            f"tokens: {self.tokens:,} in {self.seconds:.1f} s ({rate:,.0f} tok/s)",
-        ]
+        skipped = f"{self.docs:,} scored, {sum(self.errors.values()):,} skipped"
+        if self.images:
+            per_s = self.docs / self.seconds if self.seconds else 0.0
+            counts = [
+                f"images: {skipped}",
+                f"pixels: {self.tokens:,} in {self.seconds:.1f} s ({per_s:,.1f} images/s)",
+            ]
+        else:
+            counts = [
+                f"documents: {skipped}, {self.truncated:,} truncated to the model's max length",
+                f"tokens: {self.tokens:,} in {self.seconds:.1f} s ({rate:,.0f} tok/s)",
+            ]
+        lines = [f"shards: {self.shards} scored, {self.shards_reused} already done", *counts]
         lines += [f"  skipped ({n:,}): {reason}" for reason, n in self.errors.most_common()]
         return "\n".join(lines)
 
@@ -59,9 +76,10 @@ class ShardProber:
     text_key: str = "text"
     id_key: str = "id"
     on_error: str = "fail"
+    image_key: str | None = None  # set for an image model: the field holding each image
 
     def run(self, shard_dir: Path, out_dir: Path, progress: bool = True) -> ProbeStats:
-        stats = ProbeStats()
+        stats = ProbeStats(images=self.image_key is not None)
         start = time.perf_counter()
         root = shard_root(shard_dir)
         todo = []
@@ -82,11 +100,11 @@ class ShardProber:
         return stats
 
     def _meta(self, shard: Path, root: Path) -> dict:
-        info = shard.stat()
+        size, mtime_ns = format_of(shard).signature(shard)
         return {
             "shard": shard.relative_to(root).as_posix(),
-            "shard_size": info.st_size,
-            "shard_mtime_ns": info.st_mtime_ns,
+            "shard_size": size,
+            "shard_mtime_ns": mtime_ns,
             **self.identity,
             "tool_version": TOOL_VERSION,
         }
@@ -103,7 +121,9 @@ class ShardProber:
         start: float,
     ) -> None:
         schema = sidefile.schema([n.column for n in engine.neurons], meta)
-        docs = read_documents(shard, self.text_key, self.id_key, self.on_error, root=root)
+        docs = read_documents(
+            shard, self.text_key, self.id_key, self.on_error, root=root, image_key=self.image_key
+        )
         with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
             for chunk in chunked(docs, CHUNK_DOCS):
                 writer.write_table(self._score_chunk(engine, shard, chunk, schema, stats))
@@ -118,11 +138,15 @@ class ShardProber:
         schema: pa.Schema,
         stats: ProbeStats,
     ) -> pa.Table:
-        scores = engine.probe([doc.text for doc in chunk])
+        image = self.image_key is not None
+        scores = engine.probe([doc.media if image else doc.text for doc in chunk])
         errors = [doc.error for doc in chunk]
         for i, doc in enumerate(chunk):
-            if doc.error is None and scores.n_tokens[i] == 0:
-                errors[i] = sidefile.no_tokens(shard, doc.row, self.on_error)
+            if doc.error is None and scores.errors[i] is not None:
+                where = _member(doc, self.image_key)
+                errors[i] = sidefile.unusable(
+                    shard, doc.row, scores.errors[i], self.on_error, where
+                )
         ok = [e is None for e in errors]
         stats.docs += sum(ok)
         stats.errors.update(_reason_kind(e) for e in errors if e is not None)
@@ -142,6 +166,12 @@ class ShardProber:
         return pa.table(columns, schema=schema)
 
 
+def _member(doc: Document, image_key: str | None) -> str | None:
+    """The file name of a row's image (an ImageFolder file, a tar member), for error messages."""
+    value = (doc.record or {}).get(image_key) if image_key is not None else None
+    return value.get("path") if isinstance(value, dict) else None
+
+
 def _reason_kind(reason: str) -> str:
     """`invalid JSON: Expecting value...` -> `invalid JSON`: what the summary counts by."""
     return re.split(r":| \(", reason, maxsplit=1)[0]
@@ -159,18 +189,37 @@ def probe_directory(
     dtype: str = "auto",
     tokens_per_batch: int = 8192,
     progress: bool = True,
+    image_key: str = "image",
 ) -> ProbeStats:
-    """Load the model and neuron set, then score every shard of `shard_dir` into `out_dir`."""
-    list_shards(shard_dir)  # fail on a bad directory before paying for a model load
+    """Load the model and neuron set, then score every shard of `shard_dir` into `out_dir`.
+
+    An image model reads each row's image from `image_key` (the Hugging Face `Image` column,
+    or the image of an ImageFolder / webdataset sample); a text model reads `text_key`.
+    """
+    shards = list_shards(shard_dir)  # fail on a bad directory before paying for a model load
+    check_modality(model, shards, shard_dir)
     neuron_set = load_neuron_set(neurons)
     model_hash = weights_hash(model)
     neuron_set.check_model(model, model_hash)  # before paying for the model load
     entries = [(n.layer, n.index, n.threshold, n.weight) for n in neuron_set.ordered()]
-    identity = sidefile.identity(model, model_hash, entries, agg, text_key, id_key, on_error)
+    images = image_key if model_modality(model) == "image" else None
+    identity = sidefile.identity(
+        model, model_hash, entries, agg, text_key, id_key, on_error, image_key=images
+    )
 
     def make_engine() -> ProbeEngine:
         loaded = load_model(model, dtype=pick_dtype(dtype))
-        return ProbeEngine(loaded, neuron_set, agg=agg, tokens_per_batch=tokens_per_batch)
+        return probe_engine(loaded, neuron_set, agg=agg, tokens_per_batch=tokens_per_batch)
 
-    prober = ShardProber(identity, make_engine, text_key, id_key, on_error)
+    prober = ShardProber(identity, make_engine, text_key, id_key, on_error, images)
     return prober.run(shard_dir, out_dir, progress)
+
+
+def check_modality(model: str, shards: list[Path], shard_dir: Path) -> None:
+    """Refuse a text model on image shards and the reverse, before any model loads."""
+    wanted, found = model_modality(model), shards_modality(shards)
+    if wanted != found:
+        holds = "images" if found == "image" else "text (no image column)"
+        raise CurateError(
+            f"model {model!r} reads {wanted}s, but the shards under {shard_dir} hold {holds}"
+        )

@@ -5,34 +5,54 @@ decoded (by the shard's format, `probes.formats`), and a damaged file still yiel
 before the damage.
 """
 
+import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes.errors import CurateError, ShardError
-from probes.formats import SHARD_SUFFIXES, RawRow, accepted, format_of
+from probes.formats import FORMATS, RawRow, accepted, format_of
 
 
 def shard_root(shard_dir: Path) -> Path:
-    """The folder shard paths are relative to: the directory itself, or a single shard's parent."""
-    return shard_dir if shard_dir.is_dir() else shard_dir.parent
+    """The folder shard paths are relative to: the directory itself, or a single shard's parent
+    (a shard file, or one ImageFolder class folder)."""
+    return shard_dir if shard_dir.is_dir() and not _is_shard(shard_dir) else shard_dir.parent
 
 
 def list_shards(root: Path) -> list[Path]:
-    """All shards under `root`, sorted by relative POSIX path so runs are reproducible."""
+    """All shards under `root`, sorted by relative POSIX path so runs are reproducible.
+
+    Hidden entries (a leading dot, as temporary outputs have) are not shards.
+    """
     if not root.exists():
         raise CurateError(f"{root} does not exist")
-    if root.is_file():
+    if root.is_file() or _is_shard(root):
         try:
             format_of(root)
         except ValueError as e:
             raise CurateError(str(e)) from None
         return [root]
-    shards = [p for p in root.rglob("*") if p.name.endswith(SHARD_SUFFIXES) and p.is_file()]
+    shards = [
+        p
+        for p in root.rglob("*")
+        if not any(part.startswith(".") for part in p.relative_to(root).parts) and _is_shard(p)
+    ]
     if not shards:
-        raise CurateError(f"no shards under {root} (expected files ending in {accepted()})")
+        raise CurateError(f"no shards under {root} (expected {accepted()})")
     return sorted(shards, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _is_shard(path: Path) -> bool:
+    return any(f.matches(path) for f in FORMATS)
+
+
+def shards_modality(shards: Iterable[Path]) -> str:
+    """ "image" when every shard holds images (tar, ImageFolder, parquet with a Hugging Face
+    `Image` column), else "text"."""
+    kinds = {format_of(shard).modality(shard) for shard in shards}
+    return "image" if kinds == {"image"} else "text"
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,8 @@ class Document:
     error: str | None = None  # why the row is unusable (only under on_error="skip")
     # The parsed row, so other fields (a label, a source) need no second read of the shard.
     record: dict | None = field(default=None, compare=False, repr=False)
+    # An image row's encoded image (read with `image_key`); text then holds its caption or "".
+    media: bytes | None = field(default=None, compare=False, repr=False)
 
 
 def iter_raw_rows(path: Path) -> Iterator[tuple[int, RawRow]]:
@@ -60,8 +82,12 @@ def read_documents(
     id_key: str = "id",
     on_error: str = "fail",
     root: Path | None = None,
+    image_key: str | None = None,
 ) -> Iterator[Document]:
     """Documents of one shard; ids fall back to "<relpath>:<row>" (relpath from `root`).
+
+    With `image_key` each row is an image (a Hugging Face `Image` struct of bytes and path, or
+    bytes): its bytes become `media`, and a string at `text_key`, if any, the caption.
 
     on_error="fail" raises ShardError at the first unusable row; "skip" yields it as a Document
     with `error` set (and stops the shard after a stream-level error) so callers can count it.
@@ -69,7 +95,8 @@ def read_documents(
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
     rel = path.relative_to(root).as_posix() if root is not None else path.name
-    return _documents(path, iter_raw_rows(path), text_key, id_key, on_error == "skip", rel)
+    parse = _parse if image_key is None else functools.partial(_parse_image, image_key=image_key)
+    return _documents(path, iter_raw_rows(path), text_key, id_key, on_error == "skip", rel, parse)
 
 
 def _documents(
@@ -79,13 +106,14 @@ def _documents(
     id_key: str,
     skip: bool,
     rel: str,
+    parse: Callable,
 ) -> Iterator[Document]:
     try:
         for row, raw in rows:
-            record, doc_id, text, reason = _parse(raw, text_key, id_key)
+            record, doc_id, text, reason, *media = parse(raw, text_key, id_key)
             doc_id = doc_id if doc_id is not None else f"{rel}:{row}"
             if reason is None:
-                yield Document(row, doc_id, text, record=record)
+                yield Document(row, doc_id, text, record=record, media=next(iter(media), None))
             elif skip:
                 yield Document(row, doc_id, "", error=reason, record=record)
             else:
@@ -127,6 +155,37 @@ def _parse(
     if not text.strip():
         return record, doc_id, "", "empty text"
     return record, doc_id, text, None
+
+
+def _parse_image(
+    raw: RawRow, text_key: str, id_key: str, image_key: str
+) -> tuple[dict | None, str | None, str, str | None, bytes | None]:
+    """(record, id, caption, reason the row is unusable or None, image bytes)."""
+    if isinstance(raw, bytes):
+        record, doc_id, _, reason = _parse(raw, text_key, id_key)
+        if record is None:
+            return None, None, "", reason, None
+    else:
+        record = raw
+        doc_id = str(record[id_key]) if record.get(id_key) is not None else None
+    caption = record.get(text_key) if isinstance(record.get(text_key), str) else ""
+    if image_key not in record:
+        keys = ", ".join(str(k) for k in list(record)[:20] if not str(k).startswith("__"))
+        return record, doc_id, "", f"missing image key {image_key!r} (keys: {keys})", None
+    value = record[image_key]
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not isinstance(data, bytes):
+        kind = type(value).__name__
+        return (
+            record,
+            doc_id,
+            "",
+            f"image key {image_key!r} is not an image struct (got {kind})",
+            None,
+        )
+    if not data:
+        return record, doc_id, "", "empty image", None
+    return record, doc_id, caption, None, data
 
 
 def dotted(record: dict | None, key: str) -> str | None:

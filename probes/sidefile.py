@@ -28,6 +28,7 @@ SUFFIX = ".scores.parquet"
 META_KEY = b"rosetta_curate"
 FORMAT_VERSION = 2  # 2: the id_hash column
 NO_TOKENS = "text has no tokens"  # a row whose text tokenizes to nothing is unusable
+NOT_AN_IMAGE = "not a readable image"  # an image row whose bytes do not open as an image
 BASE_FIELDS = (
     ("row", pa.int64()),
     ("id", pa.string()),
@@ -81,13 +82,16 @@ def identity(
     text_key: str,
     id_key: str,
     on_error: str,
+    image_key: str | None = None,
 ) -> dict:
     """Everything a side file's rows depend on besides its shard: a rerun redoes any mismatch.
 
     `neurons` are (layer, index, threshold, weight). The id key changes the `id` column and the
     error mode whether bad rows exist in the file at all, so a side file written under `skip`
-    must not satisfy a run that asked to `fail`.
+    must not satisfy a run that asked to `fail`. `image_key` names an image model's input field
+    (absent for text models).
     """
+    images = {} if image_key is None else {"image_key": image_key}
     return {
         "format": FORMAT_VERSION,
         "model": model,
@@ -97,6 +101,7 @@ def identity(
         "text_key": text_key,
         "id_key": id_key,
         "on_error": on_error,
+        **images,
     }
 
 
@@ -117,6 +122,15 @@ def id_hashes(ids: Sequence[str]) -> np.ndarray:
 
 def no_tokens(shard: Path, row: int, on_error: str) -> str:
     """The empty-text rule: a row with no tokens stops a `fail` run, and is skipped otherwise."""
+    return unusable(shard, row, NO_TOKENS, on_error)
+
+
+def unusable(shard: Path, row: int, reason: str, on_error: str, member: str | None = None) -> str:
+    """A row the model could not read (no tokens, not an image): stops a `fail` run, and is
+    recorded with its reason otherwise. `member` names the row's file inside the shard (an
+    ImageFolder image, a tar member): the error then reads `shard:member: reason`."""
     if on_error == "fail":
-        raise ShardError(str(shard), row + 1, NO_TOKENS)
-    return NO_TOKENS
+        if member is not None:
+            raise ShardError(f"{shard}:{member}", None, reason)
+        raise ShardError(str(shard), row + 1, reason)
+    return reason if member is None else f"{reason} in {member}"

@@ -123,8 +123,18 @@ def test_demo_refuses_a_folder_built_with_another_size(small_demo):
 def test_models_lists_every_alias_with_its_family():
     result = curate("models")
     assert result.exit_code == 0, result.output
-    listed = {line.split()[0]: line.split()[1] for line in result.output.splitlines() if line}
-    assert listed == {"minilm-l6": "bert", "mpnet-base": "mpnet", "smollm2-135m": "llama"}
+    listed = {
+        line.split()[0]: tuple(line.split()[1:3]) for line in result.output.splitlines() if line
+    }
+    lite = ("efficientnet-lite", "image")
+    assert listed == {
+        "minilm-l6": ("bert", "text"),
+        "mpnet-base": ("mpnet", "text"),
+        "smollm2-135m": ("llama", "text"),
+        "efficientnet-lite0": lite,
+        "efficientnet-lite1": lite,
+        "efficientnet-lite2": lite,
+    }
     assert set(listed) == set(ALIASES)
 
 

@@ -106,8 +106,8 @@ def test_a_narrowed_capture_reads_the_same_neurons_as_the_full_one(minilm):
     assert narrow.requests == {0: [2, width - 1], 1: [1], 3: [7]}
     batch = minilm.tokenizer(["a short text", "another one, longer"], padding=True)
     ids, mask = torch.tensor(batch["input_ids"]), torch.tensor(batch["attention_mask"])
-    whole = torch.cat(list(full.capture(ids, mask).values()), -1)
-    part = torch.cat(list(narrow.capture(ids, mask).values()), -1)
+    whole = torch.cat(list(full.capture(input_ids=ids, attention_mask=mask).values()), -1)
+    part = torch.cat(list(narrow.capture(input_ids=ids, attention_mask=mask).values()), -1)
     torch.testing.assert_close(part[..., rows], whole[..., columns])
 
 
@@ -456,7 +456,7 @@ def _token_activations(
         )
         content = (tok.attention_mask == 1) & (tok.special_tokens_mask == 0)
         tokens += loaded.tokenizer.convert_ids_to_tokens(tok.input_ids[content].tolist())
-        layers = source.capture(tok.input_ids, tok.attention_mask)
+        layers = source.capture(input_ids=tok.input_ids, attention_mask=tok.attention_mask)
         for layer, indices in source.requests.items():
             acts = layers[layer][content].double().numpy()
             for j, index in enumerate(indices):

@@ -22,12 +22,14 @@ def test_capture_returns_only_requested_neurons_and_stops_after_deepest_layer(mi
     tok = minilm.tokenizer(
         ["a short sentence about rivers", "tea"], padding=True, return_tensors="pt"
     )
-    whole = ActivationCapture(minilm, {1: None, 3: None}).capture(tok.input_ids, tok.attention_mask)
+    whole = ActivationCapture(minilm, {1: None, 3: None}).capture(
+        input_ids=tok.input_ids, attention_mask=tok.attention_mask
+    )
     some = ActivationCapture(minilm, {1: [7, 300], 3: [1200]})
     later_layer_ran = []
     handle = register_mlp_hook(minilm.model, "bert", 4, lambda a: later_layer_ran.append(1))
     try:
-        part = some.capture(tok.input_ids, tok.attention_mask)
+        part = some.capture(input_ids=tok.input_ids, attention_mask=tok.attention_mask)
     finally:
         handle.remove()
     assert not later_layer_ran, "layers after the deepest requested one must not run"
@@ -89,9 +91,11 @@ def test_only_requested_neurons_are_computed_alike_in_every_family(alias):
     """The deepest layer computes just the requested rows of its up-projection."""
     loaded = load_model(alias)
     tok = loaded.tokenizer(["Rivers carry silt to the sea."], return_tensors="pt")
-    whole = ActivationCapture(loaded, {1: None, 3: None}).capture(tok.input_ids, tok.attention_mask)
+    whole = ActivationCapture(loaded, {1: None, 3: None}).capture(
+        input_ids=tok.input_ids, attention_mask=tok.attention_mask
+    )
     part = ActivationCapture(loaded, {1: [4], 3: [5, 900]}).capture(
-        tok.input_ids, tok.attention_mask
+        input_ids=tok.input_ids, attention_mask=tok.attention_mask
     )
     torch.testing.assert_close(part[1], whole[1][..., [4]])
     torch.testing.assert_close(part[3], whole[3][..., [5, 900]], rtol=1e-4, atol=1e-5)

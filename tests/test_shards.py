@@ -101,10 +101,14 @@ def test_every_format_reads_the_same_documents(tmp_path, suffix):
     assert docs == [Document(i, r["id"], r["text"]) for i, r in enumerate(RECORDS)]
 
 
-@pytest.mark.parametrize("shard_format", FORMATS, ids=lambda f: f.suffix)
+TEXT_FORMATS = [f for f in FORMATS if not f.folder and f.suffix != ".tar"]
+
+
+@pytest.mark.parametrize("shard_format", TEXT_FORMATS, ids=lambda f: f.suffix)
 def test_every_format_writes_back_the_rows_it_reads_the_same_way_each_time(tmp_path, shard_format):
     """The registry's contract: a format writes a subset of a shard's raw rows so that reading
-    the result gives those rows, and the same rows always give the same bytes."""
+    the result gives those rows, and the same rows always give the same bytes (the image
+    formats' side of it: test_image_shards)."""
     source = write_shard(tmp_path / f"in{shard_format.suffix}", RECORDS)
     rows = [raw for row, raw in shard_format.read(source) if row % 3 == 0]
     outputs = []

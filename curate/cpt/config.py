@@ -75,8 +75,20 @@ class EvalConfig:
     finetune_lr: float = 1e-4
 
 
+class BenchRecord:
+    """What both bench configs (text and image) share: a JSON record, and the grid of counts
+    (tokens or images) the arms are trained at."""
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @property
+    def token_grid(self) -> list[int]:
+        return sorted({max(1, round(m * self.grid.budget)) for m in self.grid.multiples})
+
+
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(BenchRecord):
     version: int = BENCH_VERSION
     name: str = ""
     description: str = ""
@@ -88,25 +100,21 @@ class BenchConfig:
     arms: ArmsConfig = ArmsConfig()
     eval: EvalConfig = EvalConfig()
 
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @property
-    def token_grid(self) -> list[int]:
-        return sorted({max(1, round(m * self.grid.budget)) for m in self.grid.multiples})
-
 
 def find_config(name_or_path: str) -> Path:
     return find_file(name_or_path, BENCH_DIR, "bench config")
 
 
-def load_config(name_or_path: str) -> BenchConfig:
+def load_config(name_or_path: str, cls: type = None, checker=None):
+    """A bench config (`cls`, default BenchConfig, checked by `checker`, default `check`)
+    from a bundled name or a TOML path, with its includes."""
+    cls, checker = cls or BenchConfig, checker or check
     path = find_config(name_or_path).resolve()
-    raw = read_merged(path, BenchConfig, find_config)
-    if raw.get("version") != BENCH_VERSION:
-        raise CurateError(f"{path}: version must be {BENCH_VERSION} (got {raw.get('version')!r})")
-    config = build(BenchConfig, raw, str(path), **({} if "name" in raw else {"name": path.stem}))
-    check(config, str(path))
+    raw = read_merged(path, cls, find_config)
+    if raw.get("version") != cls.version:
+        raise CurateError(f"{path}: version must be {cls.version} (got {raw.get('version')!r})")
+    config = build(cls, raw, str(path), **({} if "name" in raw else {"name": path.stem}))
+    checker(config, str(path))
     return config
 
 

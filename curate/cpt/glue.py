@@ -91,17 +91,24 @@ def _cv_loss(a: torch.Tensor, y: torch.Tensor, kind: str, classes: int, l2: floa
 def fit_and_predict(task: Task, train_x: np.ndarray, val_x: np.ndarray, train_y: np.ndarray):
     """Fit the task's probe on (train_x, train_y), its L2 weight chosen by cross-validation on
     the training examples, and predict the validation features."""
+    return linear_probe(task.kind, train_x, train_y, val_x, task.validation.label)
+
+
+def linear_probe(
+    kind: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray
+) -> TaskOutput:
+    """The probe of any frozen features: standardised on the training examples, L2 weight by
+    cross-validation there; `val_y` (the validation labels) gives the true-class probability."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     a = torch.from_numpy((train_x - mean) / std).double()
     b = torch.from_numpy((val_x - mean) / std).double()
     y = torch.from_numpy(train_y)
-    classes = 1 if task.kind == "regression" else int(max(y.max(), task.validation.label.max())) + 1
-    l2 = min(L2_GRID, key=lambda c: _cv_loss(a, y, task.kind, classes, c))
-    pred = _predict(_fit(a, y, task.kind, classes, l2), b, task.kind).numpy()
-    if task.kind == "regression":
+    classes = 1 if kind == "regression" else int(max(y.max(), val_y.max())) + 1
+    l2 = min(L2_GRID, key=lambda c: _cv_loss(a, y, kind, classes, c))
+    pred = _predict(_fit(a, y, kind, classes, l2), b, kind).numpy()
+    if kind == "regression":
         return TaskOutput(pred, None)
-    truth = task.validation.label
-    return TaskOutput(pred.argmax(1), pred[np.arange(len(truth)), truth])
+    return TaskOutput(pred.argmax(1), pred[np.arange(len(val_y)), val_y])
 
 
 def probe_task(

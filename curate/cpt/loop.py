@@ -143,7 +143,7 @@ def train(
     params = trainable if trainable is not None else list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     dtype = autocast_dtype(config.dtype)
-    start, losses, spent = _resume(folder / CHECKPOINT, model, optimizer)
+    start, losses, spent = resume(folder / CHECKPOINT, model, optimizer)
     model.train()
     began = time.perf_counter()
     last_save = began
@@ -163,19 +163,14 @@ def train(
             )
             with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = model.token_losses(*batch).mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if step % max(1, steps // 50) == 0 or step == steps - 1:
-                losses.append([step, loss.item()])
+            optimizer_step(loss, params, optimizer, config.grad_clip, losses, step, steps)
             elapsed = time.perf_counter() - began
             bar.update(1)
             bar.set_postfix(
                 loss=f"{loss.item():.3f}", tok_s=f"{(step + 1 - start) * per_step / elapsed:,.0f}"
             )
             if time.perf_counter() - last_save > config.checkpoint_seconds and step < steps - 1:
-                _checkpoint(
+                save_checkpoint(
                     folder / CHECKPOINT, model, optimizer, step + 1, losses, spent + elapsed
                 )
                 last_save = time.perf_counter()
@@ -191,8 +186,31 @@ def train(
     )
 
 
-def _checkpoint(
-    folder: Path, model: LanguageModel, optimizer: torch.optim.Optimizer, step: int, losses, seconds
+def optimizer_step(
+    loss: torch.Tensor,
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    grad_clip: float,
+    losses: list,
+    step: int,
+    steps: int,
+) -> None:
+    """Backward, clip, step; the loss is logged at about 50 steps of the run and its last."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if step % max(1, steps // 50) == 0 or step == steps - 1:
+        losses.append([step, loss.item()])
+
+
+def save_checkpoint(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    losses,
+    seconds,
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "optimizer.pt") as tmp:
@@ -205,7 +223,7 @@ def _checkpoint(
         tmp.write_text(json.dumps({"step": step, "losses": losses, "seconds": seconds}))
 
 
-def _resume(folder: Path, model: LanguageModel, optimizer) -> tuple[int, list, float]:
+def resume(folder: Path, model: torch.nn.Module, optimizer) -> tuple[int, list, float]:
     """(step to start from, losses so far, seconds spent) from a complete checkpoint, if any."""
     state_path = folder / "state.json"
     if not state_path.is_file():

@@ -55,8 +55,12 @@ def _eval_sets(bench: Bench, outputs: dict) -> dict[str, dict]:
     return sets
 
 
-def collect(bench: Bench, arm_names: list[str]):
-    """(base record and sets, {arm: {tokens: [(record, sets) per finished seed]}})."""
+def collect(bench: Bench, arm_names: list[str], sets_of=None):
+    """(base record and sets, {arm: {tokens: [(record, sets) per finished seed]}}).
+
+    `sets_of(outputs)` names the evaluation sets of a run's outputs (default: the text bench's).
+    """
+    sets_of = sets_of or (lambda outputs: _eval_sets(bench, outputs))
     runs_dir = bench.out / "runs"
     base = _load(runs_dir / "base")
     if base is None:
@@ -68,9 +72,9 @@ def collect(bench: Bench, arm_names: list[str]):
                 found = _load(runs_dir / arm / f"T{tokens}" / f"seed{seed}")
                 if found is not None:
                     runs.setdefault(arm, {}).setdefault(tokens, []).append(
-                        (found[0], _eval_sets(bench, found[1]))
+                        (found[0], sets_of(found[1]))
                     )
-    return (base[0], _eval_sets(bench, base[1])), runs
+    return (base[0], sets_of(base[1])), runs
 
 
 def _specs(bench: Bench) -> list[tuple[str, str, str, float]]:
@@ -90,9 +94,18 @@ def _specs(bench: Bench) -> list[tuple[str, str, str, float]]:
 def metric_series(bench: Bench, base, runs, draws: stats.Draws) -> list[Series]:
     """Target loss; per task its GLUE score and the probe's log-loss; the GLUE average; and
     fine-tuned task scores where the runs have them."""
-    margins = bench.config.eval
+    series = series_of(base, runs, draws, _specs(bench))
+    scores = {f"{t.name}/{t.metric}" for t in bench.tasks}
+    glue = [s for s in series if s.name in scores]
+    if glue:
+        series.append(_average(GLUE_AVG, glue, bench.config.eval.glue_margin))
+    return series
+
+
+def series_of(base, runs, draws: stats.Draws, specs) -> list[Series]:
+    """One Series per (name, metric, evaluation set, margin) of `specs` that has runs."""
     series = []
-    for name, metric, eval_set, margin in _specs(bench):
+    for name, metric, eval_set, margin in specs:
         by_arm = {
             arm: {
                 t: [sets[eval_set] for _, sets in seeds if eval_set in sets]
@@ -120,10 +133,6 @@ def metric_series(bench: Bench, base, runs, draws: stats.Draws) -> list[Series]:
                 base_point=stats.point(metric, [base[1][eval_set]]),
             )
         )
-    scores = {f"{t.name}/{t.metric}" for t in bench.tasks}
-    glue = [s for s in series if s.name in scores]
-    if glue:
-        series.append(_average(GLUE_AVG, glue, margins.glue_margin))
     return series
 
 
@@ -285,12 +294,12 @@ def write_report(bench: Bench, arm_names: list[str]) -> dict:
         },
         "base": base[0],
         "sensitivity": gates,
-        "runs": _run_table(bench, runs),
+        "runs": run_table(runs, _specs(bench)),
         "summary": summary,
     }
     out = bench.out
-    _write(out / "report.json", json.dumps(report, indent=1, default=float))
-    _write(out / "report.md", markdown(report, cfg.grid.budget, reference))
+    write_text(out / "report.json", json.dumps(report, indent=1, default=float))
+    write_text(out / "report.md", markdown(report, cfg.grid.budget, reference))
     parity_plot(series, out / "parity.png", reference, cfg.grid.budget)
     for arm, by_t in runs.items():
         if cfg.grid.budget in by_t:
@@ -300,7 +309,8 @@ def write_report(bench: Bench, arm_names: list[str]) -> dict:
     return report
 
 
-def _run_table(bench: Bench, runs) -> list[dict]:
+def run_table(runs, specs) -> list[dict]:
+    """One row per finished run: its training figures and every metric of `specs`."""
     rows = []
     for arm, by_t in runs.items():
         for tokens, seeds in sorted(by_t.items()):
@@ -319,7 +329,7 @@ def _run_table(bench: Bench, runs) -> list[dict]:
                         "selected_tokens": record.get("selection", {}).get("tokens"),
                         "metrics": {
                             name: stats.point(metric, [sets[eval_set]])
-                            for name, metric, eval_set, _ in _specs(bench)
+                            for name, metric, eval_set, _ in specs
                             if eval_set in sets
                         },
                     }
@@ -327,7 +337,7 @@ def _run_table(bench: Bench, runs) -> list[dict]:
     return rows
 
 
-def _write(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
@@ -342,7 +352,7 @@ def _pct(x: float | None) -> str:
 
 
 def markdown(report: dict, budget: int, reference: str) -> str:
-    lines = [
+    header = [
         f"# Continued pre-training bench: {report['config']['name']}",
         "",
         f"Base: `{report['config']['model']['base']}`; arms compared at B = {budget:,} tokens; "
@@ -351,8 +361,19 @@ def markdown(report: dict, budget: int, reference: str) -> str:
         f"Pool: {report['data']['pool'].get('documents', 0):,} documents, "
         f"{report['data']['pool'].get('contaminated', 0):,} removed for sharing a "
         f"{report['data']['pool'].get('ngram')}-gram with a validation sentence.",
+    ]
+    return verdict_markdown(report, header, reference, (TARGET, GLUE_AVG), "tokens")
+
+
+def verdict_markdown(
+    report: dict, header: list[str], reference: str, headline: tuple[str, ...], unit: str
+) -> str:
+    """The report's body under `header`: the sensitivity gate, every metric at B against the
+    reference, and a verdict in words per arm on the `headline` metrics; counts in `unit`."""
+    lines = [
+        *header,
         "",
-        "## Does each metric move with tokens? (sensitivity gate)",
+        f"## Does each metric move with {unit}? (sensitivity gate)",
         "",
         "Savings are claimed only where the reference also moves between the smallest T and B.",
         "",
@@ -374,7 +395,7 @@ def markdown(report: dict, budget: int, reference: str) -> str:
         "",
         "Differences are paired (same seeds and examples); savings only where the metric resolves.",
         "",
-        "| metric | arm | at B | difference [95% CI] | tokens to parity | savings [95% CI] |",
+        f"| metric | arm | at B | difference [95% CI] | {unit} to parity | savings [95% CI] |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for arm, row in report["summary"].items():
@@ -397,7 +418,7 @@ def markdown(report: dict, budget: int, reference: str) -> str:
     lines += ["", "## Verdicts", ""]
     for arm, row in report["summary"].items():
         lines.append(f"### {arm}")
-        for name in (TARGET, GLUE_AVG):
+        for name in headline:
             m = row["metrics"].get(name)
             if not m or not m.get("complete"):
                 lines.append(f"- {name}: runs not finished")
@@ -421,7 +442,7 @@ def markdown(report: dict, budget: int, reference: str) -> str:
             if not m["savings_resolved"]:
                 tail += (
                     f"; {reference} does not move between the smallest T and B beyond its noise, "
-                    "so no token savings are claimed"
+                    "so no savings are claimed"
                 )
             elif m["tokens_to_parity"] is None:
                 tail += f"; never reaches {reference}'s B score within the grid"
@@ -432,9 +453,9 @@ def markdown(report: dict, budget: int, reference: str) -> str:
                     " (at or below the smallest budget)" if m["parity_at_smallest_budget"] else ""
                 )
                 tail += (
-                    f"; reaches {reference}'s B score at {m['tokens_to_parity']:,.0f} tokens"
+                    f"; reaches {reference}'s B score at {m['tokens_to_parity']:,.0f} {unit}"
                     f"{at_most}: "
-                    f"token savings {_pct(m['token_savings'])} {ci_text}, never reached in "
+                    f"savings {_pct(m['token_savings'])} {ci_text}, never reached in "
                     f"{m['not_reached'] * 100:.0f}% of replicates"
                 )
             lines.append(head + tail + ".")
@@ -442,7 +463,9 @@ def markdown(report: dict, budget: int, reference: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parity_plot(series: list[Series], path: Path, reference: str, budget: int) -> None:
+def parity_plot(
+    series: list[Series], path: Path, reference: str, budget: int, unit: str = "tokens"
+) -> None:
     import io
 
     import matplotlib
@@ -473,7 +496,7 @@ def parity_plot(series: list[Series], path: Path, reference: str, budget: int) -
         ax.axvline(budget, color="0.7", lw=0.8)
         ax.set_xscale("log")
         ax.set_title(s.name + (" (lower is better)" if not s.higher else ""))
-        ax.set_xlabel("CPT tokens")
+        ax.set_xlabel(f"continued-training {unit}")
     for ax in axes[len(series) :]:
         ax.axis("off")
     axes[0].legend(fontsize=7)

@@ -9,9 +9,9 @@ that the correlations never saw. The null rate (`run.null_rate`, a whole rerun a
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import torch
-from transformers import AutoModel
 
 from probes.discovery.match import Matches
 from probes.families import family
@@ -70,18 +70,10 @@ def heldout_corr(
 
 
 def random_copy(loaded: LoadedModel, seed: int) -> LoadedModel:
-    """A randomly initialised model of the same architecture and tokenizer (no download)."""
+    """A randomly initialised model of the same architecture and inputs (no download)."""
     torch.manual_seed(seed)
-    config = loaded.model.config
-    model = AutoModel.from_config(config, attn_implementation=family(loaded.model_type).attention)
+    model = family(loaded.model_type).fresh(loaded.model)
     model = model.to(next(loaded.model.parameters()).dtype).eval()
     tag = hashlib.sha256(f"{loaded.content_hash}:random:{seed}".encode()).hexdigest()[:16]
-    return LoadedModel(
-        name=f"{loaded.name} (random init, seed {seed})",
-        path=loaded.path,
-        model_type=loaded.model_type,
-        model=model,
-        tokenizer=loaded.tokenizer,
-        content_hash=tag,
-        max_length=loaded.max_length,
-    )
+    name = f"{loaded.name} (random init, seed {seed})"
+    return replace(loaded, name=name, model=model, content_hash=tag)

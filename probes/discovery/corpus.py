@@ -3,17 +3,24 @@
 Re-reading the shards on each pass, instead of caching documents, keeps memory independent of the
 token budget. Each document comes with the anchor model's encoding (tokens and text spans), made
 once when the budget counts it, so no pass tokenizes an anchor document twice.
+
+For vision models a document is an image, decoded once per pass, and its units are the cells of a
+`grid` x `grid` map that every model's feature maps are resampled to: the budget counts cells.
 """
 
 import hashlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
+from PIL import Image
+
 from probes.discovery.align import EncodedDoc, encode
-from probes.errors import CurateError
+from probes.errors import CurateError, ShardError
+from probes.formats import format_of
+from probes.images import decode
 from probes.models import LoadedModel
 from probes.shards import dotted, list_shards, read_documents, shard_root
 
@@ -27,8 +34,9 @@ class CorpusDoc:
     text: str
     label: str  # class for selectivity: the label key's value, else the shard's top folder
     split: str  # one of SPLITS
-    n_tokens: int = 0  # anchor content tokens after truncation
+    n_tokens: int = 0  # anchor content tokens after truncation (grid cells for an image)
     encoded: EncodedDoc | None = None  # the anchor's encoding, cut to the corpus' doc_tokens
+    image: Image.Image | None = field(default=None, compare=False, repr=False)  # decoded, RGB
 
 
 class Corpus:
@@ -36,7 +44,10 @@ class Corpus:
 
     Documents go to the held-out (replication) and calibration (floor) splits by a seeded hash
     of their id, so the splits are disjoint and reproducible. The budget counts the anchor's
-    content tokens (after truncation) over all splits.
+    content tokens (after truncation) over all splits, or for an image anchor the grid cells.
+
+    `label_key` names the field that labels a document for selectivity (default: `label` for
+    images, `metadata.source` for text); the shard's top folder stands in where it is missing.
     """
 
     def __init__(
@@ -46,12 +57,14 @@ class Corpus:
         max_tokens: int,
         heldout: float = 0.2,
         seed: int = 0,
-        label_key: str = "metadata.source",
+        label_key: str | None = None,
         text_key: str = "text",
         id_key: str = "id",
         on_error: str = "fail",
         doc_tokens: int | None = None,
         calibration: float = 0.0,
+        grid: int = 7,
+        image_key: str = "image",
     ):
         if not 0.0 <= heldout < 1.0:
             raise CurateError(f"held-out fraction must be in [0, 1), not {heldout}")
@@ -62,16 +75,22 @@ class Corpus:
             )
         if max_tokens < 1:
             raise CurateError(f"--max-tokens must be positive, not {max_tokens}")
+        if grid < 1:
+            raise CurateError(f"--grid must be at least 1, not {grid}")
         self.shards = list_shards(root)
         self.base = shard_root(root)
         self.anchor = anchor
+        self.images = anchor.modality == "image"
+        self.grid, self.image_key = grid, image_key
         # Cutting documents short spreads a token budget over more documents and sources.
-        self.doc_tokens = min(anchor.max_length, doc_tokens or anchor.max_length)
+        self.doc_tokens = (
+            grid * grid if self.images else min(anchor.max_length, doc_tokens or anchor.max_length)
+        )
         self.max_tokens = max_tokens
         self.heldout = heldout
         self.calibration = calibration
         self.seed = seed
-        self.label_key = label_key
+        self.label_key = label_key or ("label" if self.images else "metadata.source")
         self.text_key, self.id_key, self.on_error = text_key, id_key, on_error
         self.fingerprint: str | None = None  # known after the first complete read
         self.tokens: Counter = Counter()  # content tokens per split, ditto
@@ -83,23 +102,30 @@ class Corpus:
         digest = hashlib.sha256()
         for shard in self.shards:
             rel = shard.relative_to(self.base).as_posix()
-            digest.update(f"{rel}\t{shard.stat().st_size}\n".encode())
+            digest.update(f"{rel}\t{format_of(shard).signature(shard)[0]}\n".encode())
         tokens, docs, total = Counter(), Counter(), 0
         self._skipped = 0
         stream = self._round_robin()
         while total < self.max_tokens and (group := list(islice(stream, 64))):
-            encoded = encode(self.anchor.tokenizer, [d.text for d in group], self.doc_tokens)
-            for doc, enc in zip(group, encoded, strict=True):
-                n = len(enc.doc.ids) - sum(enc.doc.special)
-                if n == 0 or total >= self.max_tokens:
+            for doc in self._counted(group):
+                if doc.n_tokens == 0 or total >= self.max_tokens:
                     continue
-                total += n
-                tokens[doc.split] += n
+                total += doc.n_tokens
+                tokens[doc.split] += doc.n_tokens
                 docs[doc.split] += 1
                 digest.update(f"{doc.id}\n".encode())
-                yield replace(doc, n_tokens=n, encoded=enc)
+                yield doc
         self.fingerprint = digest.hexdigest()
         self.tokens, self.docs, self.skipped = tokens, docs, self._skipped
+
+    def _counted(self, group: list[CorpusDoc]) -> Iterator[CorpusDoc]:
+        """The group with its unit counts: the anchor's encoding, or the grid of a decoded image."""
+        if self.images:
+            yield from (replace(d, n_tokens=self.doc_tokens) for d in group)
+            return
+        encoded = encode(self.anchor.tokenizer, [d.text for d in group], self.doc_tokens)
+        for doc, enc in zip(group, encoded, strict=True):
+            yield replace(doc, n_tokens=len(enc.doc.ids) - sum(enc.doc.special), encoded=enc)
 
     def _round_robin(self) -> Iterator[CorpusDoc]:
         pending = iter(self.shards)
@@ -117,12 +143,18 @@ class Corpus:
     def _shard_docs(self, shard: Path) -> Iterator[CorpusDoc]:
         rel = shard.relative_to(self.base)
         fallback = rel.parts[0] if len(rel.parts) > 1 else shard.name.split(".")[0]
-        for doc in read_documents(shard, self.text_key, self.id_key, self.on_error, self.base):
-            if doc.error is not None:
+        image_key = self.image_key if self.images else None
+        keys = (self.text_key, self.id_key, self.on_error, self.base, image_key)
+        for doc in read_documents(shard, *keys):
+            decoded = decode(doc.media) if doc.error is None and self.images else None
+            if doc.error is not None or (decoded is not None and decoded.error is not None):
+                if doc.error is None and self.on_error == "fail":
+                    raise ShardError(str(shard), doc.row + 1, decoded.error)
                 self._skipped += 1
                 continue
             label = dotted(doc.record, self.label_key) or fallback
-            yield CorpusDoc(doc.id, doc.text, label, self._split(doc.id))
+            image = decoded.image if decoded is not None else None
+            yield CorpusDoc(doc.id, doc.text, label, self._split(doc.id), image=image)
 
     def _split(self, doc_id: str) -> str:
         h = hashlib.sha256(f"{self.seed}:{doc_id}".encode()).digest()

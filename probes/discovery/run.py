@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from probes.batching import length_sorted_batches, pad
 from probes.capture import ActivationCapture
-from probes.discovery.align import align, encode
+from probes.discovery.align import Alignment, align, encode
 from probes.discovery.controls import (
     floor_for_null_rate,
     heldout_corr,
@@ -32,7 +32,8 @@ from probes.discovery.screen import ScreenSettings, Verifier, screen
 from probes.discovery.selectivity import NeuronStats
 from probes.discovery.stream import CrossCorrelation, Moments, shift_
 from probes.errors import CurateError
-from probes.hooks import hook_name, mlp_width, n_layers
+from probes.hooks import hook_name, layer_widths
+from probes.images import prepare
 from probes.models import LoadedModel
 from probes.neuronset import FORMAT, FORMAT_VERSION, STAT_KEYS, NeuronArtifact
 from probes.version import TOOL_VERSION
@@ -40,19 +41,35 @@ from probes.version import TOOL_VERSION
 WINDOW_BATCHES = 8  # documents are length-sorted within windows of this many batches
 SAMPLE_FEED_UNITS = 1024  # units per slice when the buffered sample is fed to the verifiers
 THRESHOLD_STDS = 2.0  # a Rosetta neuron's probe threshold: mean + 2 std of its activation
+STORED_CLASSES = 64  # class means are written to the artifact up to this many classes
 
 
 # ---------------------------------------------------------------------------- aligned batches
 
 
 def full_capture(loaded: LoadedModel, layers: Sequence[int] | None) -> ActivationCapture:
-    """All MLP neurons of `layers` (default: every layer)."""
-    depth = n_layers(loaded.model, loaded.model_type)
-    chosen = range(depth) if layers is None else layers
+    """All neurons of `layers`: by default every layer, or where layers differ in width (a
+    convolution net's blocks) every layer of the widest width, since the statistics index
+    neurons as layer x width."""
+    widths = layer_widths(loaded.model, loaded.model_type)
+    depth = len(widths)
+    chosen = [i for i, w in enumerate(widths) if w == max(widths)] if layers is None else layers
     bad = [layer for layer in chosen if not 0 <= layer < depth]
     if bad:
         raise CurateError(f"layers {bad} do not exist in {loaded.name} ({depth} layers)")
+    if len({widths[layer] for layer in chosen}) > 1:
+        shown = ", ".join(f"{layer}: {widths[layer]}" for layer in chosen)
+        raise CurateError(
+            f"the layers of {loaded.name} given to --layers differ in width ({shown}); "
+            "give layers of one width"
+        )
     return ActivationCapture(loaded, {layer: None for layer in chosen})
+
+
+def capture_width(capture: ActivationCapture) -> int:
+    """The neurons per layer of a full capture (all its layers have one width)."""
+    loaded = capture.loaded
+    return layer_widths(loaded.model, loaded.model_type)[next(iter(capture.requests))]
 
 
 def aligned_batches(
@@ -71,31 +88,33 @@ def aligned_batches(
     if captures[0].loaded is not corpus.anchor:
         raise ValueError("the first capture must be the corpus anchor's")
     expected = corpus.max_tokens * corpus.fraction(split)
-    with tqdm(total=int(expected), desc=desc, unit="tok", unit_scale=True, leave=False) as bar:
+    # Images need no length sorting: each window is one batch, so few decoded images are held.
+    window_tokens = tokens_per_batch if corpus.images else WINDOW_BATCHES * tokens_per_batch
+    batches = _image_batches if corpus.images else _window_batches
+    unit = "cell" if corpus.images else "tok"
+    with tqdm(total=int(expected), desc=desc, unit=unit, unit_scale=True, leave=False) as bar:
         window: list[CorpusDoc] = []
         for doc in corpus:
             if doc.split != split:
                 continue
             window.append(doc)
-            if sum(d.n_tokens for d in window) >= WINDOW_BATCHES * tokens_per_batch:
-                yield from _window_batches(
-                    window, captures, corpus.doc_tokens, tokens_per_batch, bar
-                )
+            if sum(d.n_tokens for d in window) >= window_tokens:
+                yield from batches(window, captures, corpus, tokens_per_batch, bar)
                 window = []
         if window:
-            yield from _window_batches(window, captures, corpus.doc_tokens, tokens_per_batch, bar)
+            yield from batches(window, captures, corpus, tokens_per_batch, bar)
 
 
 def _window_batches(
     window: list[CorpusDoc],
     captures: Sequence[ActivationCapture],
-    doc_tokens: int,
+    corpus: Corpus,
     tokens_per_batch: int,
     bar: tqdm,
 ) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
     texts = [d.text for d in window]
     encoded = [anchor_encodings(window)] + [
-        encode(c.loaded.tokenizer, texts, min(c.loaded.max_length, doc_tokens))
+        encode(c.loaded.tokenizer, texts, min(c.loaded.max_length, corpus.doc_tokens))
         for c in captures[1:]
     ]
     for batch in length_sorted_batches([e.doc for e in encoded[0]], tokens_per_batch):
@@ -103,7 +122,9 @@ def _window_batches(
         captured, widths = [], []
         for capture, model_docs in zip(captures, docs, strict=True):
             input_ids, attention, _ = pad([d.doc for d in model_docs], capture.loaded.pad_id)
-            captured.append(list(capture.capture(input_ids, attention).values()))
+            captured.append(
+                list(capture.capture(input_ids=input_ids, attention_mask=attention).values())
+            )
             widths.append(input_ids.shape[1])
         alignment = align(docs, widths)
         pooled = [alignment.pool(m, layers) for m, layers in enumerate(captured)]
@@ -112,6 +133,44 @@ def _window_batches(
         if alignment.n_units:
             yield pooled, labels
         bar.update(sum(len(d.ids) - sum(d.special) for d in batch))  # after the consumer's work
+
+
+def _image_batches(
+    window: list[CorpusDoc],
+    captures: Sequence[ActivationCapture],
+    corpus: Corpus,
+    tokens_per_batch: int,
+    bar: tqdm,
+) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
+    """One batch of images: each model sees them in its own preprocessing, and every captured map
+    is resampled (area mean) to the corpus grid, so cell k of an image is one unit in every
+    model."""
+    images = [d.image for d in window]
+    cells = corpus.grid * corpus.grid
+    pooled = []
+    for capture in captures:
+        model = capture.loaded
+        dtype = next(model.model.parameters()).dtype
+        pixels = prepare(images, model.image).to(dtype)
+        maps = capture.capture(pixel_values=pixels).values()
+        on_grid = [on_common_grid(acts, corpus.grid) for acts in maps]
+        n = len(images) * cells
+        flat = torch.arange(n)
+        pooled.append(Alignment([flat], [flat], n, flat // cells, True).pool(0, on_grid))
+    yield pooled, [d.label for d in window for _ in range(cells)]
+    bar.update(len(images) * cells)
+
+
+def on_common_grid(acts: torch.Tensor, grid: int) -> torch.Tensor:
+    """[images, side * side, channels] row-major feature maps -> [images, grid * grid, channels]
+    float32, each cell the mean over the part of the map it covers."""
+    images, positions, channels = acts.shape
+    side = math.isqrt(positions)
+    if side * side != positions:
+        raise CurateError(f"a feature map of {positions} positions is not square")
+    maps = acts.float().reshape(images, side, side, channels).permute(0, 3, 1, 2)
+    cells = torch.nn.functional.adaptive_avg_pool2d(maps, grid)
+    return cells.permute(0, 2, 3, 1).reshape(images, grid * grid, channels)
 
 
 def narrowed(
@@ -190,12 +249,15 @@ def discover(models: Sequence[LoadedModel], corpus: Corpus, settings: Settings) 
     """Find the anchor (models[0]) neurons with a significant, replicated buddy in every partner."""
     if len(models) < 2:
         raise CurateError("discovery needs an anchor and at least one partner model")
+    if len({m.modality for m in models}) > 1:
+        kinds = ", ".join(f"{m.name} ({m.modality})" for m in models)
+        raise CurateError(f"discovery needs models of one modality, not {kinds}")
     if settings.top_k < 1:
         raise CurateError(f"--top-k must be at least 1, not {settings.top_k}")
     if settings.screen is not None and settings.top_k != 1:
         raise CurateError("screened discovery pairs mutual best buddies: use --exact for --top-k")
     captures = [full_capture(m, settings.layers) for m in models]
-    widths = [mlp_width(m.model, m.model_type) for m in models]
+    widths = [capture_width(c) for c in captures]
     sizes = [len(s.requests) * w for s, w in zip(captures, widths, strict=True)]
     generator = torch.Generator().manual_seed(settings.seed)
     passes = _exact_passes if settings.screen is None else _screened_pass
@@ -494,7 +556,9 @@ def to_artifact(
         "all.null_best_corr": per_partner(lambda p: p.null.best),
         "all.rosetta": rosetta_mask,
         "all.top_class": top_class,
-        "all.class_means": d.stats["class_means"],
+        # [classes, anchor neurons]: kept where the classes are few (one class per image, as in
+        # an ImageFolder of one image per class, would make it most of the file)
+        **({"all.class_means": d.stats["class_means"]} if len(d.classes) <= STORED_CLASSES else {}),
         **{f"all.{key}": value for key, value in stats.items()},
     }
     models = [
@@ -518,6 +582,7 @@ def to_artifact(
             "aligned_tokens": dict(d.units),
             "skipped_rows": corpus.skipped,
             "doc_tokens": corpus.doc_tokens,
+            **({"grid": corpus.grid, "unit": "grid cell of an image"} if corpus.images else {}),
             "heldout_fraction": corpus.heldout,
             "split_seed": corpus.seed,
             "label_key": corpus.label_key,

@@ -3,11 +3,15 @@
 A family knows its blocks, how to hook the post-nonlinearity input of a block's MLP
 down-projection (the neuron `blocks.{layer}.mlp.hook_post[index]` in every family), how to
 compute only some neurons of the deepest block, its attention kernel and its usable window. A
-model is matched to its family by `config.model_type`. Adding a family is one module here plus
-its test (see README, developer notes).
+model is matched to its family by `config.model_type`. Vision families (`modality = "image"`)
+hook the same point: the expanded channels before a convolution block's 1x1 projection, or a
+ViT's MLP neurons; every hook hands on [batch, positions, width] (text tokens, or the
+row-major spatial positions / patch tokens of an image). Adding a family is one module here
+plus its test (see README, developer notes).
 """
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -23,6 +27,7 @@ class Family:
     model_type: ClassVar[str]
     attention: ClassVar[str] = "sdpa"  # transformers' attn_implementation for this family
     decoder: ClassVar[bool] = False  # causal attention: it can continue pre-training causally
+    modality: ClassVar[str] = "text"  # what its documents are: "text" or "image"
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         raise NotImplementedError
@@ -40,8 +45,39 @@ class Family:
     def mlp_width(self, model: nn.Module) -> int:
         return model.config.intermediate_size
 
+    def layer_widths(self, model: nn.Module) -> list[int]:
+        """Neurons per layer (convolution families widen block by block)."""
+        return [self.mlp_width(model)] * len(self.blocks(model))
+
     def max_positions(self, config) -> int:
         return config.max_position_embeddings
+
+    def fresh(self, model: nn.Module) -> nn.Module:
+        """A randomly initialised model of `model`'s architecture (the random-init null)."""
+        from transformers import AutoModel
+
+        return AutoModel.from_config(model.config, attn_implementation=self.attention)
+
+    def load(self, path: Path, dtype: torch.dtype) -> nn.Module:
+        """The base model (no task head) of a Hugging Face folder, every weight present."""
+        from transformers import AutoModel
+
+        model, info = AutoModel.from_pretrained(
+            path,
+            dtype=dtype,
+            attn_implementation=self.attention,
+            local_files_only=True,
+            use_safetensors=True,
+            output_loading_info=True,
+        )
+        # The unused pooler may be absent from MLM checkpoints; anything else would be
+        # randomly initialised and silently wrong.
+        missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))
+        if missing:
+            raise CurateError(
+                f"{path}: weights missing for {len(missing)} tensors, e.g. {missing[0]}"
+            )
+        return model
 
 
 FAMILIES: dict[str, Family] = {}
@@ -64,4 +100,4 @@ def rows(linear: nn.Linear, index: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return linear.weight.index_select(0, index), bias
 
 
-from probes.families import bert, llama, mpnet  # noqa: E402, F401  (each registers itself)
+from probes.families import bert, efficientnet, llama, mpnet, vit  # noqa: E402, F401  (each registers itself)

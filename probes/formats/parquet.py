@@ -37,4 +37,19 @@ def _write(records: Iterable[dict], source: Path, dest: Path) -> None:
             writer.write_table(pa.Table.from_pylist(batch, schema=schema))
 
 
-FORMAT = ShardFormat(".parquet", _rows, _write)
+def _modality(path: Path) -> str:
+    """ "image" when a column is a Hugging Face `Image` struct (bytes, path); an unreadable file
+    counts as text, so the text reader reports the damage."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError):
+        return "text"
+    images = [f for f in schema if pa.types.is_struct(f.type) and {"bytes", "path"} <= _names(f)]
+    return "image" if images else "text"
+
+
+def _names(field: pa.Field) -> set[str]:
+    return {child.name for child in field.type}
+
+
+FORMAT = ShardFormat(".parquet", _rows, _write, modality=_modality)
