@@ -27,6 +27,7 @@ from probes.hooks import hook_name
 from probes.neuronset import NeuronArtifact
 
 CONTEXT_CHARS = 160
+IMAGE_STYLE = ".crops{display:flex;flex-wrap:wrap;gap:8px}.crops figure{margin:0;font-size:11px}"
 DOCS_PER_CHUNK = 64
 
 
@@ -62,15 +63,24 @@ def build_atlas(
         facts = [f"document {doc_id!r} from {data}", f"aggregation {engine.agg}"]
         page = explain_page(explain(engine, doc_id, text), facts, f"../{page_name}")
         explained[hrefs[doc_id]] = page
-    cards = [_card(row, best[i], result.meta, hrefs) for i, row in enumerate(result.rows()[:limit])]
+    shown = [
+        "".join(_render(s, hrefs[s.doc_id]) for s in snippets)
+        or "<p>no activating text in --data</p>"
+        for snippets in best
+    ]
+    return atlas_page(result, data, shown[:limit]), explained
+
+
+def atlas_page(result: NeuronArtifact, data: Path, shown: list[str]) -> str:
+    """The page: one card per neuron of `result` (best first) with its `shown` examples."""
+    cards = [card(row, examples) for row, examples in zip(result.rows(), shown, strict=False)]
     title = f"Neuron atlas: {html.escape(result.meta['models'][0]['name'])}"
-    page = _PAGE.format(
-        style=STYLE,
+    return _PAGE.format(
+        style=STYLE + IMAGE_STYLE,
         title=title,
         subtitle=html.escape(f"{data} - {result.meta['command']}"),
         cards="\n".join(cards),
     )
-    return page, explained
 
 
 def _slug(doc_id: str) -> str:
@@ -115,7 +125,8 @@ def _snippet(peak: float, doc, enc: EncodedDoc, acts: torch.Tensor) -> Snippet:
     return Snippet(peak, doc.id, doc.text, [s for s, _ in kept], [a for _, a in kept])
 
 
-def _card(row: dict, snippets: list[Snippet], meta: dict, hrefs: dict[str, str]) -> str:
+def card(row: dict, shown: str) -> str:
+    """One neuron's card: its buddies, its statistics and its examples (`shown`, HTML)."""
     buddies = "".join(
         f"<li>{html.escape(b['model'])}: L{b['layer']}N{b['index']} corr {b['corr']:.3f}, "
         f"held-out {b['heldout_corr']:.3f}, null {b['null_corr']:.3f}</li>"
@@ -126,8 +137,6 @@ def _card(row: dict, snippets: list[Snippet], meta: dict, hrefs: dict[str, str])
         f"kurtosis {row['kurtosis']:.1f}, class selectivity {row['selectivity']:.2f}"
         + (f" (most: {html.escape(row['top_class'])})" if row["top_class"] else "")
     )
-    shown = "".join(_render(s, hrefs[s.doc_id]) for s in snippets)
-    shown = shown or "<p>no activating text in --data</p>"
     return (
         f'<section class="card" id="L{row["layer"]}N{row["index"]}">'
         f"<h2>#{row['rank']} L{row['layer']}N{row['index']} "

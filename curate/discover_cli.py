@@ -333,8 +333,13 @@ def top(
 @click.argument("set_dir", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Shards to show.")
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path))
-@click.option("--max-tokens", default=20_000, show_default=True)
-@click.option("--snippets", default=5, show_default=True, help="Per neuron.")
+@click.option(
+    "--max-tokens",
+    default=20_000,
+    show_default=True,
+    help="Tokens read (a vision set: grid cells, as discovery counts them).",
+)
+@click.option("--snippets", default=5, show_default=True, help="Per neuron (images: crops).")
 @click.option("--limit", default=50, show_default=True, help="Neurons shown (best first).")
 @click.option("--dtype", type=DTYPE_CHOICE, default="auto", show_default=True)
 def atlas(

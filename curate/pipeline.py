@@ -521,8 +521,8 @@ class AtlasJob:
     neurons: Path
     data: Path
     out: Path  # the .html file
-    max_tokens: int = 20_000
-    snippets: int = 5  # per neuron
+    max_tokens: int = 20_000  # documents read until this many tokens (images: this many)
+    snippets: int = 5  # per neuron (images: crops)
     limit: int = 50  # neurons shown, best first
     dtype: str = "auto"
 
@@ -531,11 +531,22 @@ def atlas(job: AtlasJob) -> int:
     """Write the page and its documents' explain pages; returns how many neurons it shows."""
     from curate.atlas import build_atlas
     from probes.engine import ProbeEngine
+    from probes.families import family
     from probes.neuronset import read
 
     result = read(job.neurons)
     if result.size == 0:
         raise CurateError(f"{job.neurons} holds no Rosetta neurons")
+    if family(result.meta["models"][0]["family"]).modality == "image":
+        from curate.image_atlas import build_image_atlas
+
+        with output_folders((job.out, "--out"), file=True):
+            capture, columns = anchor_capture(result, job.dtype)
+            page = build_image_atlas(
+                result, capture, columns, job.data, job.max_tokens, job.snippets, job.limit
+            )
+            write_atomic(job.out, page.encode("utf-8"))
+        return min(job.limit, result.size)
     with output_folders((job.out, "--out"), file=True):
         capture, columns = anchor_capture(result, job.dtype)
         engine = ProbeEngine(capture.loaded, result.neuron_set("artifact"))

@@ -83,13 +83,35 @@ def test_models_of_two_modalities_are_refused(pool, tmp_path):
 
 
 def test_the_shipped_vision_set_was_made_on_lite0_and_names_its_command(lite0):
-    from importlib.resources import files
-
     from probes.models import weights_hash
 
-    folder = files("probes") / "data" / "default-vision-neurons"
+    folder = files_data("default-vision-neurons")
     neurons = load_neuron_set(str(folder))
     neurons.check_model("efficientnet-lite0", weights_hash("efficientnet-lite0"))
     meta = json.loads((folder / "meta.json").read_text())
     assert len(neurons.neurons) == meta["counts"]["rosetta"] >= 100
     assert "--model efficientnet-lite0 --model efficientnet-lite1" in meta["command"]
+
+
+def test_the_atlas_of_a_vision_set_shows_each_neurons_top_image_crops(pool, tmp_path):
+    import re
+
+    from curate.discover_cli import neurons
+
+    out = tmp_path / "atlas.html"
+    args = ["atlas", str(files_data("default-vision-neurons")), "--data", str(pool)]
+    result = CliRunner().invoke(neurons, [*args, "--out", str(out), "--limit", 2, "--snippets", 3])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    cards = page.split('<section class="card"')[1:]
+    assert len(cards) == 2 and 'id="L15N541"' in cards[0]  # the set's best neuron first
+    for card in cards:
+        assert card.count('<img src="data:image/png;base64,') == 3
+        peaks = [float(p) for p in re.findall(r"peak ([0-9.]+)</figcaption>", card)]
+        assert peaks == sorted(peaks, reverse=True)
+
+
+def files_data(name: str):
+    from importlib.resources import files
+
+    return files("probes") / "data" / name
