@@ -22,18 +22,25 @@ def folder_tree(tmp_path):
         suffix=".JPEG",
     )
     (root / "README.md").write_text("a corpus")
-    (root / "n03").mkdir()  # a folder that also holds other files is no class folder
-    (root / "n03" / "plot.png").write_bytes(photo(7))
-    (root / "n03" / "manifest.json").write_text("{}")
+    (root / "n01" / "LICENSE.txt").write_text("not an image: no row")
+    (root / "out").mkdir()  # an output folder beside: a plot, a manifest, a kept class folder
+    (root / "out" / "report.png").write_bytes(photo(7))
+    (root / "out" / "manifest.json").write_text("{}")
+    image_folder(root / "out", {"n09": [photo(8)]})
+    (root / "text").mkdir()  # a plot beside text shards is no class folder either
+    (root / "text" / "report.png").write_bytes(photo(6))
+    write_shard(root / "text" / "part.jsonl", RECORDS[:2])
     return root
 
 
 def test_imagefolder_class_folders_are_shards_and_images_their_rows(folder_tree):
     shards = list_shards(folder_tree)
-    assert [s.name for s in shards] == ["n01", "n02"]
+    rel = [s.relative_to(folder_tree).as_posix() for s in shards]
+    assert rel == ["n01", "n02", "out/n09", "text/part.jsonl"]
+    shards = shards[:2]
     assert format_of(shards[0]).name == "imagefolder" and shards_modality(shards) == "image"
     docs = list(read_documents(shards[0], image_key="image", root=folder_tree))
-    assert [d.id for d in docs] == ["n01/n01_000.JPEG", "n01/n01_001.JPEG"]
+    assert [d.id for d in docs] == ["n01/n01_000.JPEG", "n01/n01_001.JPEG"]  # no LICENSE
     assert docs[0].media == (folder_tree / "n01" / "n01_000.JPEG").read_bytes()
     assert docs[0].record["label"] == "n01" and docs[0].text == ""
     # one class folder on its own is a corpus of one shard, relative to its parent
@@ -142,7 +149,7 @@ def test_a_text_model_on_image_shards_is_refused_before_loading(folder_tree, tmp
     from probes.prober import check_modality
 
     with pytest.raises(CurateError, match="reads texts, but the shards under .* hold images"):
-        check_modality("minilm-l6", list_shards(folder_tree), folder_tree)
+        check_modality("minilm-l6", list_shards(folder_tree)[:2], folder_tree)
     text = write_shard(tmp_path / "t" / "x.jsonl", RECORDS)
     with pytest.raises(CurateError, match="reads images, but .* hold text"):
         check_modality("efficientnet-lite0", [text], text.parent)

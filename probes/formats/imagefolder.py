@@ -1,5 +1,6 @@
-"""ImageFolder corpora (`root/<class>/<image>`): each class folder (a folder of nothing but
-images) is one shard, its image files (sorted by name) its rows, the folder name their label.
+"""ImageFolder corpora (`root/<class>/<image>`): each class folder (a leaf folder of images) is
+one shard, its image files (sorted by name) its rows (other files are no rows), the folder name
+their label.
 Kept images are copied byte for byte into a folder of the same name, so the output is an
 ImageFolder tree again.
 
@@ -16,15 +17,25 @@ from probes.errors import ShardError
 from probes.formats.base import ShardFormat, is_image_name
 
 
+def _entries(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]
+
+
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    return sorted(p for p in _entries(folder) if is_image_name(p.name) and p.is_file())
 
 
 def _claims(folder: Path) -> bool:
-    """A class folder holds images and nothing else (hidden entries aside): an output folder
-    with a report plot beside its manifest is no class folder."""
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    return bool(entries) and all(is_image_name(p.name) and p.is_file() for p in entries)
+    """A class folder is a leaf holding images and no shard of another format: an output folder
+    (a manifest and a report plot beside its kept shards or class folders) is none."""
+    from probes.formats import SHARD_SUFFIXES  # the registry imports this module
+
+    entries = _entries(folder)
+    return (
+        any(is_image_name(p.name) for p in entries)
+        and not any(p.is_dir() for p in entries)
+        and not any(p.name.endswith(SHARD_SUFFIXES) for p in entries)
+    )
 
 
 def _rows(folder: Path) -> Iterator[tuple[int, dict]]:
