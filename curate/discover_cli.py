@@ -171,11 +171,12 @@ def discover(
 def _summary(result) -> str:
     meta = result.meta
     models, corpus, counts = meta["models"], meta["corpus"], meta["counts"]
+    unit = "cells" if "grid" in corpus else "tokens"  # an image set counts grid cells
     lines = [
         f"anchor {models[0]['name']} ({len(models[0]['layers'])} layers x {models[0]['width']}); "
         + "partners: "
         + ", ".join(f"{m['name']} ({len(m['layers'])} x {m['width']})" for m in models[1:]),
-        f"tokens: discovery {corpus['tokens'].get('discovery', 0):,} "
+        f"{unit}: discovery {corpus['tokens'].get('discovery', 0):,} "
         f"(aligned {corpus['aligned_tokens'].get('discovery', 0):,}), "
         f"held-out {corpus['tokens'].get('heldout', 0):,} in {sum(corpus['documents'].values()):,} "
         f"documents; corpus {corpus['fingerprint'][:16]}",
@@ -184,15 +185,15 @@ def _summary(result) -> str:
         line = f"matching: {matching['method']}"
         if "verified_pairs" in matching:
             pairs = ", ".join(f"{n:,}" for n in matching["verified_pairs"])
-            line += f" ({matching['screen_tokens']:,} tokens screened; pairs verified: {pairs}"
+            line += f" ({matching['screen_tokens']:,} {unit} screened; pairs verified: {pairs}"
             if "null_tokens" in matching:  # sets made before the null had its own budget
-                line += f"; the null's on {matching['null_tokens']:,} tokens"
+                line += f"; the null's on {matching['null_tokens']:,} {unit}"
             line += ")"
         lines.append(line)
     if isinstance(floor_from := meta["thresholds"].get("floor_from"), dict):
         lines.append(
             f"floor {floor_from['floor']:.3f} from the null on the calibration split "
-            f"({corpus['tokens'].get('calibration', 0):,} tokens): "
+            f"({corpus['tokens'].get('calibration', 0):,} {unit}): "
             f"{floor_from['null_rate']:.2%} of neurons pass with a null buddy "
             f"(--max-null-rate {floor_from['max_null_rate']:g})"
         )
