@@ -97,3 +97,28 @@ def test_the_image_bench_refuses_missing_folders_and_config_typos(data, tmp_path
     result = _bench((pool, imagenet, bad), tmp_path / "o")
     assert result.exit_code == 2 and "bugdet" in result.output and "budget" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_evaluation_images_never_join_the_pool_and_a_resumed_folder_keeps_its_pool(data, tmp_path):
+    from curate.cpt.image_bench import ImageBench, load_image_config
+    from probes.errors import CurateError
+
+    pool, imagenet, config = data
+    cfg = load_image_config(str(config))
+    with pytest.raises(CurateError, match="every shard is an evaluation shard"):
+        ImageBench(cfg, imagenet, imagenet, pool, tmp_path / "a")
+    with pytest.raises(CurateError, match="lies inside --pool"):
+        ImageBench(cfg, pool, imagenet, pool, pool / "out")
+    bench = ImageBench(cfg, pool, imagenet, pool, tmp_path / "b")
+    assert len(bench.pool.pixels) == 40 and sorted(set(bench.imagenet_truth)) == [657, 967]
+    smaller = tmp_path / "smaller"
+    image_parquet(
+        smaller / "train-00.parquet", [photo(i, (32, 32)) for i in range(30)], label=[0] * 30
+    )
+    image_parquet(
+        smaller / "test-00.parquet", [photo(i, (32, 32)) for i in range(12)], label=[0] * 12
+    )
+    with pytest.raises(CurateError, match="was started on another pool"):
+        ImageBench(cfg, smaller, imagenet, smaller, tmp_path / "b")
+    with pytest.raises(CurateError, match="selected no images"):
+        bench.run(tmp_path / "b" / "runs" / "x", [], 8, 0, "empty arm")

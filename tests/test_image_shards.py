@@ -153,3 +153,15 @@ def test_a_text_model_on_image_shards_is_refused_before_loading(folder_tree, tmp
     text = write_shard(tmp_path / "t" / "x.jsonl", RECORDS)
     with pytest.raises(CurateError, match="reads images, but .* hold text"):
         check_modality("efficientnet-lite0", [text], text.parent)
+
+
+def test_webdataset_label_members_are_decoded_and_cls_wins(tmp_path):
+    tar = webdataset_tar(
+        tmp_path / "l.tar",
+        [
+            {"jpg": photo(1, fmt="JPEG"), "label": b"3\n"},
+            {"png": photo(2), "cls": b"7", "label": b"9"},
+        ],
+    )
+    labels = [d.record["label"] for d in read_documents(tar, image_key="image")]
+    assert labels == ["3", "7"]

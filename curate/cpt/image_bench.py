@@ -27,6 +27,7 @@ makes the pool's content matter.
 """
 
 import copy
+import hashlib
 import json
 import math
 import shutil
@@ -45,7 +46,7 @@ from curate.cpt import report as text_report
 from curate.cpt import stats
 from curate.cpt.bench import OUTPUTS, RUN_RECORD, lock_config
 from curate.cpt.config import BenchRecord, load_config
-from curate.cpt.data import fixed_subset, stable_share
+from curate.cpt.data import stable_share
 from curate.cpt.glue import linear_probe
 from curate.cpt.imagenet import class_index
 from curate.cpt.loop import (
@@ -103,7 +104,7 @@ class ImageTrainConfig:
 class ImageArmsConfig:
     # built-in kinds (unfiltered: the pool in a seeded random order; prototypes: k-means on the
     # original's features, the images farthest from their prototype first) or recipe names
-    names: tuple[str, ...] = ("unfiltered", "random-image", "rosetta-image", "prototypes")
+    names: tuple[str, ...] = ("unfiltered", "random", "rosetta-image", "prototypes")
     reference: str = "unfiltered"
     prototypes: int = 0  # k-means clusters for `prototypes` (0: sqrt of the pool's images)
 
@@ -206,14 +207,29 @@ def read_images(
     return ImageSet(pixels, labels, [(rel, doc.row) for rel, doc in kept]), [d for _, d in kept]
 
 
-def _in(folder: Path) -> tuple[list[Path], Path]:
-    return list_shards(folder), shard_root(folder)
+def imagenet_classes(labels: np.ndarray, shards: list[Path], root: Path) -> np.ndarray:
+    """Each image's ImageNet class index: integer labels as they are (a parquet ImageNet), else
+    the class folder's index by classes.tsv or sorted folder names, as `curate top1` maps it."""
+    if all(label.isdigit() for label in labels):
+        return labels.astype(np.int64)
+    index = class_index(root, [s.name for s in shards], 1000)
+    return np.array([index[label] for label in labels])
 
 
 def write_pool(docs: list, folder: Path) -> None:
     """The pool's images as parquet shards in the Hugging Face `Image` layout (id, image,
-    label): the filter stage's input. Written whole or not at all; kept when complete."""
-    if (folder / "_complete").is_file():
+    label): the filter stage's input, in the order of the pool tensor. Written whole or not at
+    all; kept when complete, and refused when complete for another pool (the runs, side files
+    and prototypes under the same folder were made from that one)."""
+    digest = hashlib.sha256("\n".join(d.id for d in docs).encode()).hexdigest()
+    done = folder / "_complete"
+    if done.is_file():
+        if done.read_text() != digest:
+            raise CurateError(
+                f"{folder.parent.parent} was started on another pool (other images, or another "
+                "--downstream test split left out): resume it with the same inputs, or give a "
+                "new --out"
+            )
         return
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -228,7 +244,7 @@ def write_pool(docs: list, folder: Path) -> None:
         )
         with atomic_path(folder / f"part-{i // POOL_SHARD_ROWS:05d}.parquet") as tmp:
             pq.write_table(table, tmp)
-    (folder / "_complete").write_text("")
+    done.write_text(digest)
 
 
 # ------------------------------------------------------------------------------- model
@@ -364,10 +380,20 @@ class ImageBench:
             )
         self.teacher = Net(self.loaded).requires_grad_(False)
         self.downstream_shards = self._downstream_shards(downstream)
+        if out.resolve().is_relative_to(pool.resolve()):
+            raise CurateError(
+                f"--out {out} lies inside --pool {pool}: its files would join the pool"
+            )
+        # evaluation images are never pool images: the downstream test split, the ImageNet folder
         tested = {s.resolve() for s in self.downstream_shards["test"]}
-        pool_shards = [s for s in list_shards(pool) if s.resolve() not in tested]
+        evaluated = imagenet.resolve()
+        pool_shards = [
+            s
+            for s in list_shards(pool)
+            if s.resolve() not in tested and not s.resolve().is_relative_to(evaluated)
+        ]
         if not pool_shards:
-            raise CurateError(f"--pool {pool}: every shard is a --downstream test shard")
+            raise CurateError(f"--pool {pool}: every shard is an evaluation shard")
         self.pool, pool_docs = read_images(
             pool_shards,
             shard_root(pool),
@@ -385,19 +411,25 @@ class ImageBench:
             )
         self.pool_dir = self.work / "pool"
         write_pool(pool_docs, self.pool_dir)
-        self.imagenet, _ = read_images(*_in(imagenet), self.loaded, 0, desc="decode ImageNet")
-        keep = fixed_subset(len(self.imagenet.labels), config.eval.imagenet_max)
-        self.imagenet = ImageSet(self.imagenet.pixels[keep], self.imagenet.labels[keep])
-        index = class_index(shard_root(imagenet), sorted(set(self.imagenet.labels)), 1000)
-        self.imagenet_truth = np.array([index[w] for w in self.imagenet.labels])
+        shards, root = list_shards(imagenet), shard_root(imagenet)
+        limit = config.eval.imagenet_max
+        self.imagenet, _ = read_images(shards, root, self.loaded, limit, desc="decode ImageNet")
+        self.imagenet_truth = imagenet_classes(self.imagenet.labels, shards, root)
         self.downstream = self._downstream(downstream)
 
     @staticmethod
     def _downstream_shards(folder: Path) -> dict[str, list[Path]]:
         shards = list_shards(folder)
-        sets = {name: [s for s in shards if s.name.startswith(name)] for name in ("train", "test")}
+        root = shard_root(folder)
+        sets = {
+            name: [s for s in shards if s.relative_to(root).as_posix().startswith(name)]
+            for name in ("train", "test")
+        }
         if not sets["train"] or not sets["test"]:
-            raise CurateError(f"--downstream {folder}: needs train-* and test-* image shards")
+            raise CurateError(
+                f"--downstream {folder}: needs train and test image shards (paths starting with "
+                "train and test: train-00.parquet, test/part-0.tar, ...)"
+            )
         return sets
 
     def _downstream(self, folder: Path) -> dict[str, ImageSet]:
@@ -435,6 +467,8 @@ class ImageBench:
             return
         record: dict = {"tokens_requested": images, "seed": seed}
         net = self.teacher
+        if rows is not None and not rows:
+            raise CurateError(f"{desc}: the arm selected no images from the pool")
         if rows is not None:
             student = Net(
                 replace(self.loaded, model=copy.deepcopy(self.loaded.model))

@@ -33,8 +33,9 @@ def _record(key: str, members: list[tuple[tarfile.TarInfo, bytes]]) -> dict:
     if image is not None:
         record["image"] = {"bytes": image[1], "path": image[0].name}
     for field, ext in (("text", "txt"), ("label", "cls"), ("label", "label")):
-        if isinstance(record.get(ext), bytes):
-            record.setdefault(field, record[ext].decode("utf-8", "replace").strip())
+        value = record.get(ext)  # a `label` member's bytes sit at "label" until decoded here
+        if isinstance(value, bytes) and not isinstance(record.get(field), str):
+            record[field] = value.decode("utf-8", "replace").strip()
     return record
 
 
