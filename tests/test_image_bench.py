@@ -97,6 +97,8 @@ def test_the_image_bench_refuses_missing_folders_and_config_typos(data, tmp_path
     result = _bench((pool, imagenet, bad), tmp_path / "o")
     assert result.exit_code == 2 and "bugdet" in result.output and "budget" in result.output
     assert not (tmp_path / "o").exists()
+    early = _bench(data, tmp_path / "early", "--report-only")  # before the base has run
+    assert early.exit_code == 2 and "nothing to report yet" in early.output
 
 
 def test_evaluation_images_never_join_the_pool_and_a_resumed_folder_keeps_its_pool(data, tmp_path):

@@ -14,6 +14,7 @@ from curate.cpt import stats
 from curate.cpt.bench import OUTPUTS, RUN_RECORD, Bench
 from curate.cpt.glue import FINETUNED
 from probes.atomic import atomic_path
+from probes.errors import CurateError
 
 TARGET = "target"
 GLUE_AVG = "glue_avg"
@@ -64,7 +65,10 @@ def collect(bench: Bench, arm_names: list[str], sets_of=None):
     runs_dir = bench.out / "runs"
     base = _load(runs_dir / "base")
     if base is None:
-        raise FileNotFoundError("the base model's evaluation has not finished")
+        raise CurateError(
+            f"{runs_dir}: the base model's evaluation has not finished, so there is nothing to "
+            "report yet"
+        )
     runs: dict[str, dict[int, list]] = {}
     for arm in arm_names:
         for tokens in bench.config.token_grid:
