@@ -194,11 +194,12 @@ def _filter(job: FilterJob, recipe: Recipe, scores_dir: Path, modality: str) -> 
         if rows > recipe.select.exact_max_rows:
             check_streamable(recipe, rows, recipe.select.exact_max_rows)
             selection = select_streaming(corpus, recipe)
-            result = _finish(job, recipe, corpus, selection, _budget_counter(recipe, modality))
+            counter = _budget_counter(recipe, modality)
+            result = _finish(job, recipe, corpus, selection, counter, modality)
             result.probe_stats = stats
             return result
     corpus, rows, tokenizer = _read_rows(job.shards, recipe, scores_dir, modality)
-    result = _finish(job, recipe, corpus, select_exact(corpus, rows, recipe), tokenizer)
+    result = _finish(job, recipe, corpus, select_exact(corpus, rows, recipe), tokenizer, modality)
     result.probe_stats = stats
     return result
 
@@ -290,14 +291,14 @@ def _recount(shards: Path, recipe: Recipe, rows: int) -> np.ndarray:
 
 
 def _finish(
-    job: FilterJob, recipe: Recipe, corpus, selection: Selection, tokenizer: str
+    job: FilterJob, recipe: Recipe, corpus, selection: Selection, tokenizer: str, modality: str
 ) -> FilterResult:
     """The manifest, and (unless a dry run) the kept and dropped shards, report and manifest."""
     from filters.manifest import build_manifest, write_manifest
     from filters.report import write_report
     from filters.write import prepare_output, selection_digest, write_rows
 
-    unit = budget_unit(recipe, job.resolved_modality())
+    unit = budget_unit(recipe, modality)
     manifest = build_manifest(
         selection, recipe, tokenizer, corpus.side_meta, len(corpus.shards), unit
     )

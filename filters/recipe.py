@@ -25,7 +25,7 @@ MODES = ("topk", "threshold", "sample")
 # select.unit per probe-model modality: "" is the side files' own (tokens, or pixels)
 UNITS = {"text": ("", "tokens", "documents"), "image": ("", "pixels", "images")}
 PER_ROW_UNITS = ("documents", "images")
-ALL_UNITS = ("", "tokens", "pixels", "documents", "images")
+ALL_UNITS = tuple(dict.fromkeys(UNITS["text"] + UNITS["image"]))
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
 
 

@@ -173,7 +173,6 @@ class ImageSet:
 
     pixels: torch.Tensor
     labels: np.ndarray
-    keys: list[tuple[str, int]] = field(default_factory=list)  # (shard, row) of each image
 
 
 def read_images(
@@ -204,7 +203,7 @@ def read_images(
         raise CurateError(f"{root}: no readable images")
     pixels = crops(images, loaded.image)
     labels = np.array([str(doc.record.get("label", "")) for _, doc in kept])
-    return ImageSet(pixels, labels, [(rel, doc.row) for rel, doc in kept]), [d for _, d in kept]
+    return ImageSet(pixels, labels), [d for _, d in kept]
 
 
 def imagenet_classes(labels: np.ndarray, shards: list[Path], root: Path) -> np.ndarray:
@@ -521,14 +520,12 @@ class ImageBench:
                 seed=seed, scores=self.work / "scores", progress=False, modality="image",
             )
         )  # fmt: skip
-        keys = set()
-        for rel, kept in result.kept_rows.items():
-            keys |= {(rel, int(r)) for r in kept}
-        shard_rows = [self._pool_key(k) for k in sorted(keys)]
-        return shard_rows
+        return sorted(
+            self._pool_key(rel, int(row)) for rel, kept in result.kept_rows.items() for row in kept
+        )
 
-    def _pool_key(self, key: tuple[str, int]) -> int:
-        rel, row = key
+    def _pool_key(self, rel: str, row: int) -> int:
+        """The pool tensor's index of row `row` of work/pool's shard `rel` (written in order)."""
         return int(rel.removeprefix("part-").removesuffix(".parquet")) * POOL_SHARD_ROWS + row
 
     def _prototype_order(self) -> np.ndarray:
