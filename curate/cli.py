@@ -135,8 +135,9 @@ def _register_stage_commands() -> None:
     from curate.discover_cli import discover, neurons
     from curate.explain_cli import explain_cmd
     from curate.filter_cli import filter_cmd, recipes
+    from curate.scaling_cli import scaling, zoo
 
-    for command in (discover, neurons, filter_cmd, recipes, bench_cmd, explain_cmd):
+    for command in (discover, neurons, filter_cmd, recipes, bench_cmd, explain_cmd, zoo, scaling):
         main.add_command(command)
 
 

@@ -777,3 +777,62 @@ def image_bench(job: ImageBenchJob) -> dict:
         return run_image_bench(
             config, job.pool, job.imagenet, job.downstream, job.out, job.progress
         )
+
+
+# ---------------------------------------------------------------------------- zoo and scaling
+
+
+@dataclass(frozen=True)
+class ZooJob:
+    """Train the zoo of `config` (bundled name or TOML) on the shards at `data` into `out`."""
+
+    config: str
+    data: Path
+    out: Path
+    progress: bool = True
+
+
+def train_zoo(job: ZooJob) -> list[dict]:
+    """Train (or resume) every member; returns each member's record (zoo.json)."""
+    from curate.scaling.zoo import load_zoo_config
+    from curate.scaling.zoo import train_zoo as train
+    from probes.shards import list_shards
+
+    config = load_zoo_config(job.config)
+    list_shards(job.data)  # a bad folder fails before any work
+    with output_folders((job.out, "--out")):
+        return train(config, job.data, job.out, job.progress)
+
+
+@dataclass(frozen=True)
+class ScalingJob:
+    """Per zoo size, discovery across the seeds (each of the first `anchors` seeds the anchor in
+    turn; 0: every seed); extra points from pretrained `models` (each the anchor in turn) and
+    existing neuron `sets`; then the power-law fit, the capacity-utility model and the report."""
+
+    zoo: Path
+    data: Path
+    out: Path
+    models: tuple[str, ...] = ()
+    sets: tuple[Path, ...] = ()
+    anchors: int = 0
+    discover: DiscoverJob | None = None  # discovery's settings (its models, data, out unused)
+    replicates: int = 2000
+    level: float = 0.95
+    command: str = ""
+
+
+def scaling(job: ScalingJob) -> dict:
+    """Run (or resume: neuron sets found before are reused) the study; writes scaling.json,
+    scaling.md and the plots into `out`."""
+    from curate.scaling.report import write_study
+    from curate.scaling.study import extra_points, zoo_points
+    from probes.shards import list_shards
+
+    list_shards(job.data)
+    if len(job.models) == 1:
+        raise CurateError("--model needs two pretrained models or more (each is an anchor)")
+    with output_folders((job.out, "--out")):
+        zoo = zoo_points(job)
+        extras = extra_points(job)
+        return write_study(zoo, extras, job.out, job.replicates, job.level, job.command)

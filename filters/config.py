@@ -152,3 +152,13 @@ def _describe(annotation: Any) -> str:
     if origin is dict:
         return f"a table of {_describe(args[1])}"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def check_values(config: Any, checks: list[tuple[str, bool, str]], where: str) -> None:
+    """Raise for the first failed (`section.key`, ok, expected) check, naming the key, what it
+    must be and the value it has."""
+    for name, ok, expected in checks:
+        if not ok:
+            section, key = name.split(".")
+            value = getattr(getattr(config, section), key)
+            raise CurateError(f"{where}: {name} must be {expected}, got {json.dumps(value)}")

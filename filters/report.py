@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probes.atomic import write_atomic
+from probes.figures import new_figure, save_png
 
 REPORT = "report.png"
 BINS = 50
@@ -48,14 +48,7 @@ class KeyHistogram:
 
 def write_report(out_dir: Path, hist: KeyHistogram, manifest: dict) -> None:
     """Two panels: selection-key histogram (all vs kept) with the cut, tokens per source."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4.2))
+    fig = new_figure(11, 4.2)
     left, right = fig.subplots(1, 2)
     width = np.diff(hist.edges)
     left.bar(hist.edges[:-1], hist.usable, width, align="edge", color="0.75", label="all documents")
@@ -77,7 +70,4 @@ def write_report(out_dir: Path, hist: KeyHistogram, manifest: dict) -> None:
         f"kept {manifest['kept_tokens']:,} of {manifest['input_tokens']:,} tokens "
         f"(budget {manifest['budget_tokens']:,}) in {manifest['kept_docs']:,} documents"
     )
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
-    write_atomic(out_dir / REPORT, buffer.getvalue())
+    save_png(fig, out_dir / REPORT, dpi=90)

@@ -34,12 +34,12 @@ OUTPUTS = "outputs.npz"
 CONFIG_RECORD = "config.json"  # the config a report folder was started with
 
 
-def lock_config(config: BenchConfig, out: Path) -> None:
-    """Record the config a report folder was started with, and refuse another one later: a
-    resumed or re-reported bench never mixes runs, grids or margins of two configs (margins
-    are fixed before the run)."""
+def lock_config(config, out: Path, what: str = "bench", record: str = CONFIG_RECORD) -> None:
+    """Record the config (any `to_dict()` config) a folder was started with, and refuse
+    another one later: a resumed or re-reported bench never mixes runs, grids or margins of two
+    configs (margins are fixed before the run), nor a resumed zoo two sizes of training."""
     mine = {k: v for k, v in config.to_dict().items() if k not in ("name", "description")}
-    path = out / CONFIG_RECORD
+    path = out / record
     if not path.is_file():
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -50,7 +50,7 @@ def lock_config(config: BenchConfig, out: Path) -> None:
     if changed:
         key, was, now = changed
         raise CurateError(
-            f"{out} was started with another bench config ({key}: {json.dumps(was)} then, "
+            f"{out} was started with another {what} config ({key}: {json.dumps(was)} then, "
             f"{json.dumps(now)} now): resume it with the same config, or give a new --out"
         )
 

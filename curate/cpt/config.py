@@ -11,7 +11,7 @@ from pathlib import Path
 
 from curate.cpt.loop import TrainConfig
 from curate.cpt.model import CAUSAL, MLM, PRETRAIN, ModelConfig
-from filters.config import build, find_file, read_merged
+from filters.config import build, check_values, find_file, read_merged
 from filters.recipe import RECIPES_DIR, find_recipe
 from probes.errors import CurateError
 
@@ -75,12 +75,16 @@ class EvalConfig:
     finetune_lr: float = 1e-4
 
 
-class BenchRecord:
-    """What both bench configs (text and image) share: a JSON record, and the grid of counts
-    (tokens or images) the arms are trained at."""
+class ConfigRecord:
+    """A config dataclass as the JSON record a run folder keeps (lock_config)."""
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+class BenchRecord(ConfigRecord):
+    """What both bench configs (text and image) share: the record, and the grid of counts
+    (tokens or images) the arms are trained at."""
 
     @property
     def token_grid(self) -> list[int]:
@@ -101,16 +105,18 @@ class BenchConfig(BenchRecord):
     eval: EvalConfig = EvalConfig()
 
 
-def find_config(name_or_path: str) -> Path:
-    return find_file(name_or_path, BENCH_DIR, "bench config")
-
-
-def load_config(name_or_path: str, cls: type = None, checker=None):
-    """A bench config (`cls`, default BenchConfig, checked by `checker`, default `check`)
-    from a bundled name or a TOML path, with its includes."""
+def load_config(
+    name_or_path: str, cls: type = None, checker=None, folder: Path = BENCH_DIR, what="bench"
+):
+    """A config (`cls`, default BenchConfig, checked by `checker`, default `check`) from a
+    name bundled in `folder` or a TOML path, with its includes."""
     cls, checker = cls or BenchConfig, checker or check
-    path = find_config(name_or_path).resolve()
-    raw = read_merged(path, cls, find_config)
+
+    def find(name: str) -> Path:
+        return find_file(name, folder, f"{what} config")
+
+    path = find(name_or_path).resolve()
+    raw = read_merged(path, cls, find)
     if raw.get("version") != cls.version:
         raise CurateError(f"{path}: version must be {cls.version} (got {raw.get('version')!r})")
     config = build(cls, raw, str(path), **({} if "name" in raw else {"name": path.stem}))
@@ -147,11 +153,7 @@ def check(config: BenchConfig, where: str) -> None:
         ("arms.reference", a.reference in a.names, "one of arms.names"),
         ("arms.top_neurons", a.top_neurons >= 1, ">= 1"),
     ]
-    for name, ok, expected in checks:
-        if not ok:
-            section, key = name.split(".")
-            value = getattr(getattr(config, section), key)
-            raise CurateError(f"{where}: {name} must be {expected}, got {json.dumps(value)}")
+    check_values(config, checks, where)
     if config.model.base != PRETRAIN and config.model.tokenizer != config.model.base:
         raise CurateError(
             f"{where}: model.base = {config.model.base!r} is an existing model, which reads its "

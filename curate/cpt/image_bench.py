@@ -57,6 +57,7 @@ from curate.cpt.loop import (
     resume,
     save_checkpoint,
 )
+from filters.config import check_values
 from filters.recipe import find_recipe
 from probes.atomic import atomic_path
 from probes.errors import CurateError
@@ -154,11 +155,7 @@ def _check(config: ImageBenchConfig, where: str) -> None:
         ("eval.downstream_train", e.downstream_train >= 10, ">= 10"),
         ("eval.downstream_test", e.downstream_test >= 10, ">= 10"),
     ]
-    for name, ok, expected in checks:
-        if not ok:
-            section, key = name.split(".")
-            value = getattr(getattr(config, section), key)
-            raise CurateError(f"{where}: {name} must be {expected}, got {json.dumps(value)}")
+    check_values(config, checks, where)
     for arm in a.names:
         if arm not in ARM_KINDS:
             find_recipe(arm)  # an unknown name fails here, with the closest bundled recipe

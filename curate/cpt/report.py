@@ -15,6 +15,7 @@ from curate.cpt.bench import OUTPUTS, RUN_RECORD, Bench
 from curate.cpt.glue import FINETUNED
 from probes.atomic import atomic_path
 from probes.errors import CurateError
+from probes.figures import new_figure, save_png
 
 TARGET = "target"
 GLUE_AVG = "glue_avg"
@@ -470,16 +471,9 @@ def verdict_markdown(
 def parity_plot(
     series: list[Series], path: Path, reference: str, budget: int, unit: str = "tokens"
 ) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     cols = 3
     rows = math.ceil(len(series) / cols)
-    fig = Figure(figsize=(5 * cols, 3.6 * rows))
+    fig = new_figure(5 * cols, 3.6 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, s in zip(axes, series, strict=False):
         for arm, by_t in s.arms.items():
@@ -504,25 +498,14 @@ def parity_plot(
     for ax in axes[len(series) :]:
         ax.axis("off")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    save_png(fig, path)
 
 
 def selection_plot(arm: str, selection: dict | None, path: Path) -> None:
     """Document lengths and tokens per source of one arm's selection at B (seed 0)."""
     if not selection:
         return
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.6))
+    fig = new_figure(10, 3.6)
     left, right = fig.subplots(1, 2)
     lengths = np.array(selection["lengths"])
     left.hist(lengths, bins=np.logspace(0, np.log10(max(lengths.max(), 10)), 40), color="tab:blue")
@@ -534,8 +517,4 @@ def selection_plot(arm: str, selection: dict | None, path: Path) -> None:
     right.set_yticks(np.arange(len(names)), names)
     right.set_xlabel("tokens")
     fig.suptitle(f"{arm}: {selection['documents']:,} documents, {selection['tokens']:,} tokens")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    save_png(fig, path)

@@ -1,0 +1,1 @@
+"""The scaling and polarization study: a zoo the tool trains, discovery per size, fits."""
