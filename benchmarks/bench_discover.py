@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 from curate.demo_shards import build_demo_shards
+from probes.cpu import pick_dtype
 from probes.discovery import Corpus, ScreenSettings, Settings, discover
 from probes.discovery import run as discovery_run
 from probes.discovery.screen import Rotated
-from probes.engine import pick_dtype
 from probes.hooks import mlp_width, n_layers
 from probes.models import load_model
 

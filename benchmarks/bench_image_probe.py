@@ -29,11 +29,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from bench_probe import cpu_summary, gemm_gflops  # noqa: E402
+from bench_probe import cpu_summary, torch_gflops  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from probes.capture import ActivationCapture  # noqa: E402
-from probes.engine import pick_dtype, probe_engine  # noqa: E402
+from probes.cpu import pick_dtype  # noqa: E402
+from probes.engine import probe_engine  # noqa: E402
 from probes.hooks import layer_widths, register_mlp_hook  # noqa: E402
 from probes.images import decode, prepare  # noqa: E402
 from probes.models import load_model  # noqa: E402
@@ -118,7 +119,7 @@ def main() -> None:
         "naive": timed(naive, images),
     }
     shape = (8192, 1152, 1152)
-    gemm = {"fp32": gemm_gflops(torch.float32, shape), "bf16": gemm_gflops(torch.bfloat16, shape)}
+    gemm = {"fp32": torch_gflops(torch.float32, shape), "bf16": torch_gflops(torch.bfloat16, shape)}
     peak = gemm["bf16"] if fast_dtype == torch.bfloat16 else gemm["fp32"]
     limit = peak * 1e9 / flops
     print(f"{cpu_summary()}; {source}; {args.model}, layers run {deep[-1] + 1}/{len(widths)}")

@@ -11,6 +11,7 @@ import click  # noqa: E402
 
 from curate import __version__  # noqa: E402
 from probes.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION  # noqa: E402
+from probes.backends import BACKENDS, DEFAULT_BACKEND, DTYPE_CHOICES  # noqa: E402
 from probes.errors import CurateError  # noqa: E402
 
 DEFAULT_MODEL = "minilm-l6"
@@ -46,7 +47,18 @@ def main() -> None:
 @click.option("--id-key", default="id", show_default=True)
 @click.option("--image-key", default="image", show_default=True, help="An image model's input.")
 @click.option(
-    "--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True
+    "--backend",
+    type=click.Choice(list(BACKENDS)),
+    default=DEFAULT_BACKEND,
+    show_default=True,
+    help="What runs the model: torch, or onnx (ONNX Runtime, exported once and cached).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPE_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Precision: torch runs fp32/bf16, onnx fp32/int8; auto picks for this CPU.",
 )
 @click.option("--tokens-per-batch", default=8192, show_default=True)
 def probe(
@@ -59,6 +71,7 @@ def probe(
     text_key: str,
     id_key: str,
     image_key: str,
+    backend: str,
     dtype: str,
     tokens_per_batch: int,
 ) -> None:
@@ -80,6 +93,7 @@ def probe(
             dtype=dtype,
             tokens_per_batch=tokens_per_batch,
             image_key=image_key,
+            backend=backend,
         )
     )
     click.echo(stats.summary())

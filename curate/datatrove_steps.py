@@ -116,6 +116,16 @@ class ShardReader(PipelineStep):
                 )
 
 
+def _backend_settings(recipe: Recipe, backend: str | None, dtype: str | None) -> dict:
+    """The scorer's backend settings (None: the recipe's), resolved once where the pipeline is
+    built: every rank then scores at the same precision, whatever CPU it lands on."""
+    from probes.backends import backend_settings
+    from probes.models import model_modality
+
+    p = recipe.probe
+    return backend_settings(backend or p.backend, dtype or p.dtype, model_modality(p.model))
+
+
 def _image_media(doc, rel: str) -> Media:
     return Media(id=doc.id, type=MediaType.IMAGE, url=f"{rel}:{doc.row}", media_bytes=doc.media)
 
@@ -124,7 +134,9 @@ class RosettaScorer(PipelineStep):
     """Adds metadata rosetta_score, n_tokens, truncated and rosetta_neurons (per neuron column).
 
     Documents are scored in chunks of up to `chunk_docs` consecutive documents of one file, as the
-    probe stage does, so scores match the side files of `curate probe` bit for bit.
+    probe stage does, so scores match the side files of `curate probe` with the same backend
+    settings bit for bit. `backend` and `dtype` (None: the recipe's probe.backend and
+    probe.dtype) are resolved once, here, and every rank scores with them.
     """
 
     name = "Rosetta scorer"
@@ -133,13 +145,14 @@ class RosettaScorer(PipelineStep):
     def __init__(
         self,
         recipe: str | Recipe = "rosetta-default",
-        dtype: str = "auto",
+        dtype: str | None = None,
         tokens_per_batch: int = 8192,
         chunk_docs: int = CHUNK_DOCS,
+        backend: str | None = None,
     ):
         super().__init__()
         self.recipe = _recipe(recipe)
-        self.dtype = dtype
+        self.settings = _backend_settings(self.recipe, backend, dtype)
         self.tokens_per_batch = tokens_per_batch
         self.chunk_docs = chunk_docs
         self._engine = None
@@ -150,14 +163,14 @@ class RosettaScorer(PipelineStep):
     @property
     def engine(self):
         if self._engine is None:
-            from probes.engine import pick_dtype, probe_engine
-            from probes.models import load_model
+            from probes.backends import load_for
+            from probes.engine import probe_engine
             from probes.neuronset import load_neuron_set
 
-            p = self.recipe.probe
-            loaded = load_model(p.model, dtype=pick_dtype(self.dtype))
+            p, settings = self.recipe.probe, self.settings
             neurons = load_neuron_set(p.neurons)
-            self._engine = probe_engine(loaded, neurons, p.agg, self.tokens_per_batch)
+            loaded = load_for(settings, p.model)
+            self._engine = probe_engine(loaded, neurons, p.agg, self.tokens_per_batch, settings)
         return self._engine
 
     def _chunks(self, data: DocumentsPipeline) -> Iterator[list[Document]]:

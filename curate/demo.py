@@ -33,7 +33,9 @@ def _run(out_dir: Path, docs_per_shard: int | None) -> None:
     recipe = load_recipe("rosetta-default")
     p = recipe.probe
     click.echo(f"\n== probe: {p.model} x {p.neurons}")
-    stats = probe(ProbeJob(shards, p.neurons, out_dir / "scores", model=p.model, agg=p.agg))
+    scores = out_dir / "scores"
+    settings = {"model": p.model, "agg": p.agg, "backend": p.backend, "dtype": p.dtype}
+    stats = probe(ProbeJob(shards, p.neurons, scores, **settings))
     click.echo(stats.summary())
     for name in ("rosetta-default", "random"):
         click.echo(f"\n== filter: recipe {name}, budget {recipe.select.budget}")

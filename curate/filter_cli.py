@@ -13,6 +13,7 @@ import click
 
 from curate.pipeline import FilterJob, filter
 from filters.recipe import bundled_recipes, load_recipe
+from probes.backends import BACKENDS, DTYPE_CHOICES
 
 
 @click.command("filter")
@@ -77,6 +78,15 @@ from filters.recipe import bundled_recipes, load_recipe
     default=None,
     help="Override probe.on_error: stop at a bad row, or skip and count it.",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(list(BACKENDS)),
+    default=None,
+    help="Override probe.backend: what runs the model (torch, onnx).",
+)
+@click.option(
+    "--dtype", type=click.Choice(DTYPE_CHOICES), default=None, help="Override probe.dtype."
+)
 def filter_cmd(
     shard_dir: Path,
     recipe_name: str | None,
@@ -89,6 +99,8 @@ def filter_cmd(
     tokenizer: str | None,
     dsir_target: Path | None,
     on_error: str | None,
+    backend: str | None,
+    dtype: str | None,
     max_exact_rows: int | None,
     modality: str | None,
     unit: str | None,
@@ -109,6 +121,8 @@ def filter_cmd(
             dsir_target=dsir_target,
             max_exact_rows=max_exact_rows,
             on_error=on_error,
+            backend=backend,
+            dtype=dtype,
             modality=modality,
             unit=unit,
         )

@@ -55,6 +55,7 @@ class ProbeJob:
     tokens_per_batch: int = 8192
     progress: bool = True
     image_key: str = "image"  # an image model's input field
+    backend: str = "torch"  # what runs the model (probes/backends/)
 
 
 def probe(job: ProbeJob) -> ProbeStats:
@@ -79,6 +80,7 @@ def _probe(job: ProbeJob) -> ProbeStats:
         tokens_per_batch=job.tokens_per_batch,
         progress=job.progress,
         image_key=job.image_key,
+        backend=job.backend,
     )
 
 
@@ -104,6 +106,8 @@ class FilterJob:
     dsir_target: Path | None = None
     max_exact_rows: int | None = None
     on_error: str | None = None
+    backend: str | None = None  # probe.backend
+    dtype: str | None = None  # probe.dtype
     progress: bool = True
     modality: str | None = None  # "text" or "image"; None: detected from the shards
     unit: str | None = None  # select.unit: tokens, pixels, documents or images
@@ -125,9 +129,10 @@ class FilterJob:
             "exact_max_rows": self.max_exact_rows,
             "unit": self.unit,
         }
+        probe = {"on_error": self.on_error, "backend": self.backend, "dtype": self.dtype}
         return recipe.replace(
             select={k: v for k, v in select.items() if v is not None},
-            probe={"on_error": self.on_error} if self.on_error else {},
+            probe={k: v for k, v in probe.items() if v is not None},
             dsir={"target": str(self.dsir_target.resolve())} if self.dsir_target else {},
         )
 
@@ -218,6 +223,8 @@ def _probe_side_files(shards: Path, recipe: Recipe, scores_dir: Path, progress: 
             id_key=p.id_key,
             progress=progress,
             image_key=p.image_key,
+            backend=p.backend,
+            dtype=p.dtype,
         )
     )
 
@@ -371,7 +378,7 @@ def discover(job: DiscoverJob) -> NeuronArtifact:
 def _discover(job: DiscoverJob) -> NeuronArtifact:
     from probes import discovery as disc
     from probes import neuronset
-    from probes.engine import pick_dtype
+    from probes.cpu import pick_dtype
     from probes.models import load_model
 
     loaded = [load_model(name, pick_dtype(job.dtype)) for name in job.models]
@@ -496,7 +503,7 @@ def anchor_capture(result: NeuronArtifact, dtype: str):
     import torch
 
     from probes.capture import ActivationCapture
-    from probes.engine import pick_dtype
+    from probes.cpu import pick_dtype
     from probes.models import load_model
 
     anchor = result.meta["models"][0]
@@ -600,7 +607,7 @@ class ExplainResult:
     row: int
     side_file: Path | None  # where the shown numbers come from (None: probed now)
     recomputed: float  # the score recomputed from the tokens
-    settings: dict  # model, aggregation, neurons (origin), dtype
+    settings: dict  # model, aggregation, neurons (origin), backend (name and precision)
 
     def facts(self) -> list[str]:
         """Where the document and its numbers come from, a line each."""
@@ -614,7 +621,7 @@ class ExplainResult:
         return [
             f"document {e.doc_id!r}: {self.shard} row {self.row + 1}",
             f"score {e.score:.4f} {source}",
-            f"model {s['model']}, aggregation {s['agg']}, neurons {s['neurons']}",
+            f"model {s['model']} ({s['backend']}), aggregation {s['agg']}, neurons {s['neurons']}",
             f"{e.n_tokens:,} content tokens{seen}",
         ]
 
@@ -669,13 +676,16 @@ def _explain_engine(job: ExplainJob, side: Path | None):
     """The probe engine of the side file's settings (refusing other weights), or the job's."""
     from probes import sidefile
     from probes.aggregate import DEFAULT_AGGREGATION
-    from probes.engine import ProbeEngine, pick_dtype
-    from probes.models import load_model, weights_hash
+    from probes.backends import backend_settings, load_for
+    from probes.engine import ProbeEngine
+    from probes.models import weights_hash
     from probes.neuronset import Neuron, NeuronSet, load_neuron_set
 
+    settings = backend_settings("torch", job.dtype)
     if side is not None:
         meta = sidefile.read_meta(side)
         model, agg, origin = meta["model"], meta["agg"], f"side file {side}"
+        settings = meta.get("backend", settings)  # side files before format 3: torch
         neurons = tuple(Neuron(*n) for n in meta["neurons"])
         neuron_set = NeuronSet(neurons, origin, meta["model_hash"], model)
         neuron_set.check_model(model, weights_hash(model))
@@ -686,8 +696,9 @@ def _explain_engine(job: ExplainJob, side: Path | None):
         neuron_set = load_neuron_set(resolve_neurons(job.neurons, Path.cwd()))
         neuron_set.check_model(model, weights_hash(model))
         origin = neuron_set.origin
-    engine = ProbeEngine(load_model(model, dtype=pick_dtype(job.dtype)), neuron_set, agg=agg)
-    return engine, {"model": model, "agg": agg, "neurons": origin, "dtype": job.dtype}
+    engine = ProbeEngine(load_for(settings, model), neuron_set, agg=agg, backend=settings)
+    backend = f"{settings['name']} {settings['dtype']}"
+    return engine, {"model": model, "agg": agg, "neurons": origin, "backend": backend}
 
 
 def _side_values(explanation: Explanation, side: Path, row: int) -> Explanation:

@@ -50,6 +50,7 @@ def build_manifest(
         "neuron_set": recipe.probe.neurons if recipe.needs_probe else None,
         "neurons": meta.get("neurons"),
         "agg": meta.get("agg"),
+        "backend": meta.get("backend"),  # what ran the model, at which precision
         "tokenizer": tokenizer,
         "recipe": recipe.to_dict(),
         "cut": s.spec.to_dict(),

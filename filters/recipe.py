@@ -17,6 +17,7 @@ from typing import Any
 from filters.config import build, find_file, read_merged
 from probes import sidefile
 from probes.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
+from probes.backends import BACKENDS
 from probes.errors import CurateError
 
 RECIPE_VERSION = 1
@@ -80,6 +81,8 @@ class ProbeConfig:
     id_key: str = "id"
     on_error: str = "fail"
     image_key: str = "image"  # an image model's input field
+    backend: str = "torch"  # what runs the model: probes/backends/ (torch, onnx)
+    dtype: str = "auto"  # the backend's precision; auto: the fastest it runs exactly enough here
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,12 @@ def _check_values(recipe: Recipe, where: str = "recipe") -> None:
     checks = [
         ("probe.agg", p.agg in AGGREGATIONS, f"one of {', '.join(AGGREGATIONS)}"),
         ("probe.on_error", p.on_error in ("fail", "skip"), "'fail' or 'skip'"),
+        ("probe.backend", p.backend in BACKENDS, f"one of {', '.join(BACKENDS)}"),
+        (
+            "probe.dtype",
+            p.backend not in BACKENDS or p.dtype in ("auto", *BACKENDS[p.backend].dtypes),
+            f"one of auto, {', '.join(BACKENDS.get(p.backend, BACKENDS['torch']).dtypes)}",
+        ),
         ("probe.neurons", bool(p.neurons) or not recipe.needs_probe, "a neuron set"),
         ("score.method", s.method in METHODS, f"one of {', '.join(METHODS)}"),
         (

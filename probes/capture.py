@@ -56,6 +56,10 @@ class ActivationCapture:
         `inputs` are the model's keyword inputs: input_ids and attention_mask for text,
         pixel_values for images.
         """
+        return self.run(**inputs)
+
+    def run(self, **inputs: torch.Tensor) -> dict[int, torch.Tensor]:
+        """`capture` without its inference mode: what an exporter traces (probes/backends/)."""
         captured: dict[int, torch.Tensor] = {}
 
         def keeper(layer: int):

@@ -1,50 +1,20 @@
 """The probe engine: texts (or images) in, per-document neuron scores out (batched, no wasted
 padding)."""
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from probes.aggregate import DEFAULT_AGGREGATION, aggregate
+from probes.backends import Settings, open_backend, torch_settings
 from probes.batching import length_sorted_batches, pad, tokenize
-from probes.capture import ActivationCapture
 from probes.hooks import layer_widths
 from probes.images import decode, prepare
 from probes.models import LoadedModel
 from probes.neuronset import NeuronSet
 from probes.sidefile import NO_TOKENS
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-@functools.cache
-def _cpu_flags() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True where bf16 matrix products run in hardware (AMX or AVX512-BF16)."""
-    return "amx_bf16" in _cpu_flags() or "avx512_bf16" in _cpu_flags()
-
-
-def cpu_has_amx() -> bool:
-    """True where the CPU has AMX bf16 tiles (several times AVX512-BF16's matmul rate)."""
-    return "amx_bf16" in _cpu_flags()
-
-
-def pick_dtype(name: str) -> torch.dtype:
-    """`auto` means bf16 where the hardware does it fast, else fp32."""
-    if name == "auto":
-        fast = torch.cuda.is_available() or cpu_has_fast_bf16()
-        return torch.bfloat16 if fast else torch.float32
-    return DTYPES[name]
 
 
 @dataclass
@@ -61,7 +31,8 @@ class Probed:
 class ProbeEngine:
     """Probes texts: the aggregated activations of a neuron set in one model, per document.
 
-    `probe_engine` picks this or `ImageProbeEngine` by the model's modality.
+    `probe_engine` picks this or `ImageProbeEngine` by the model's modality. `backend` is the
+    settings of what runs the model (probes/backends/; default: torch, in the model's dtype).
     """
 
     def __init__(
@@ -70,6 +41,7 @@ class ProbeEngine:
         neuron_set: NeuronSet,
         agg: str = DEFAULT_AGGREGATION,
         tokens_per_batch: int = 8192,
+        backend: Settings | None = None,
     ):
         neuron_set.check_fits(loaded.name, layer_widths(loaded.model, loaded.model_type))
         neuron_set.check_model(loaded.name, loaded.content_hash)
@@ -77,7 +49,8 @@ class ProbeEngine:
         self.agg = agg
         self.tokens_per_batch = tokens_per_batch
         self.neurons = neuron_set.ordered()
-        self.source = ActivationCapture(loaded, neuron_set.requests())
+        self.backend = backend or torch_settings(loaded)
+        self.source = open_backend(self.backend, loaded, neuron_set.requests())
         self.thresholds = torch.tensor([n.threshold for n in self.neurons])
         weights = torch.tensor([n.weight for n in self.neurons])
         self.weights = weights / weights.sum()
@@ -142,7 +115,8 @@ def probe_engine(
     neuron_set: NeuronSet,
     agg: str = DEFAULT_AGGREGATION,
     tokens_per_batch: int = 8192,
+    backend: Settings | None = None,
 ) -> ProbeEngine:
     """The engine for the model's modality: texts or encoded images in, scores out."""
     engine = ImageProbeEngine if loaded.modality == "image" else ProbeEngine
-    return engine(loaded, neuron_set, agg, tokens_per_batch)
+    return engine(loaded, neuron_set, agg, tokens_per_batch, backend)

@@ -19,10 +19,11 @@ from tqdm import tqdm
 
 from probes import sidefile
 from probes.atomic import atomic_path
-from probes.engine import ProbeEngine, pick_dtype, probe_engine
+from probes.backends import backend_settings, load_for
+from probes.engine import ProbeEngine, probe_engine
 from probes.errors import CurateError
 from probes.formats import format_of
-from probes.models import load_model, model_modality, weights_hash
+from probes.models import model_modality, weights_hash
 from probes.neuronset import load_neuron_set
 from probes.shards import (
     Document,
@@ -190,26 +191,30 @@ def probe_directory(
     tokens_per_batch: int = 8192,
     progress: bool = True,
     image_key: str = "image",
+    backend: str = "torch",
 ) -> ProbeStats:
     """Load the model and neuron set, then score every shard of `shard_dir` into `out_dir`.
 
     An image model reads each row's image from `image_key` (the Hugging Face `Image` column,
     or the image of an ImageFolder / webdataset sample); a text model reads `text_key`.
+    `backend` and `dtype` choose what runs the model (probes/backends/).
     """
     shards = list_shards(shard_dir)  # fail on a bad directory before paying for a model load
     check_modality(model, shards, shard_dir)
+    modality = model_modality(model)
+    settings = backend_settings(backend, dtype, modality)
     neuron_set = load_neuron_set(neurons)
     model_hash = weights_hash(model)
     neuron_set.check_model(model, model_hash)  # before paying for the model load
     entries = [(n.layer, n.index, n.threshold, n.weight) for n in neuron_set.ordered()]
-    images = image_key if model_modality(model) == "image" else None
+    images = image_key if modality == "image" else None
     identity = sidefile.identity(
-        model, model_hash, entries, agg, text_key, id_key, on_error, image_key=images
+        model, model_hash, entries, agg, text_key, id_key, on_error, settings, image_key=images
     )
 
     def make_engine() -> ProbeEngine:
-        loaded = load_model(model, dtype=pick_dtype(dtype))
-        return probe_engine(loaded, neuron_set, agg=agg, tokens_per_batch=tokens_per_batch)
+        loaded = load_for(settings, model)
+        return probe_engine(loaded, neuron_set, agg, tokens_per_batch, settings)
 
     prober = ShardProber(identity, make_engine, text_key, id_key, on_error, images)
     return prober.run(shard_dir, out_dir, progress)

@@ -26,7 +26,7 @@ from probes.shards import shard_root
 
 SUFFIX = ".scores.parquet"
 META_KEY = b"rosetta_curate"
-FORMAT_VERSION = 2  # 2: the id_hash column
+FORMAT_VERSION = 3  # 2: the id_hash column; 3: the backend settings
 NO_TOKENS = "text has no tokens"  # a row whose text tokenizes to nothing is unusable
 NOT_AN_IMAGE = "not a readable image"  # an image row whose bytes do not open as an image
 BASE_FIELDS = (
@@ -82,14 +82,16 @@ def identity(
     text_key: str,
     id_key: str,
     on_error: str,
+    backend: dict,
     image_key: str | None = None,
 ) -> dict:
     """Everything a side file's rows depend on besides its shard: a rerun redoes any mismatch.
 
-    `neurons` are (layer, index, threshold, weight). The id key changes the `id` column and the
-    error mode whether bad rows exist in the file at all, so a side file written under `skip`
-    must not satisfy a run that asked to `fail`. `image_key` names an image model's input field
-    (absent for text models).
+    `neurons` are (layer, index, threshold, weight); `backend` is what ran the model and at
+    which precision (probes/backends/: another backend's numbers differ). The id key changes
+    the `id` column and the error mode whether bad rows exist in the file at all, so a side
+    file written under `skip` must not satisfy a run that asked to `fail`. `image_key` names
+    an image model's input field (absent for text models).
     """
     images = {} if image_key is None else {"image_key": image_key}
     return {
@@ -101,6 +103,7 @@ def identity(
         "text_key": text_key,
         "id_key": id_key,
         "on_error": on_error,
+        "backend": backend,
         **images,
     }
 

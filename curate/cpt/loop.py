@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from curate.cpt.model import LanguageModel
 from probes.atomic import atomic_path
-from probes.engine import cpu_has_amx
+from probes.cpu import cpu_has_amx
 
 CHECKPOINT = "checkpoint"  # folder inside a run folder while the run is unfinished
 _RNG = "_torch_rng_state"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from probes.cpu import pick_dtype
 from probes.discovery.match import Matches
 from probes.discovery.stream import (
     ShiftedMoments,
@@ -33,7 +34,6 @@ from probes.discovery.stream import (
     shift_,
     transpose_into,
 )
-from probes.engine import pick_dtype
 
 
 @dataclass(frozen=True)

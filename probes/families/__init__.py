@@ -28,6 +28,9 @@ class Family:
     attention: ClassVar[str] = "sdpa"  # transformers' attn_implementation for this family
     decoder: ClassVar[bool] = False  # causal attention: it can continue pre-training causally
     modality: ClassVar[str] = "text"  # what its documents are: "text" or "image"
+    # ONNX Runtime's transformer-optimizer model type whose fusions (attention, LayerNorm, GELU)
+    # match this family's eager graph; None: run the exported graph unfused
+    onnx_fusion: ClassVar[str | None] = None
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         raise NotImplementedError

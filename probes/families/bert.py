@@ -10,6 +10,7 @@ from probes.families import ActivationFn, Family, Handle, register, rows
 @register
 class Bert(Family):
     model_type = "bert"
+    onnx_fusion = "bert"
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         return model.encoder.layer

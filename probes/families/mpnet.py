@@ -9,6 +9,7 @@ from probes.families.bert import Bert
 class MPNet(Bert):
     model_type = "mpnet"
     attention = "eager"
+    onnx_fusion = None  # relative position bias: not the BERT attention pattern
 
     def max_positions(self, config) -> int:
         return config.max_position_embeddings - (config.pad_token_id + 1)
