@@ -399,12 +399,14 @@ def main() -> None:
         limit = peak[dtype] * 1e9 / flops["total"]
         speedup = tok_s[name] / naive if naive else float("nan")
         corr, shared = (float("nan"), 0)
+        agreement = f"{'-':>9} {'-':>5}"  # the bare and naive runs keep no scores
         if name in scores and REFERENCE in scores:
             corr, shared = rank_agreement(scores[REFERENCE], scores[name])
+            agreement = f"{corr:9.4f} {shared:5d}"
         label = {"bare": f"bare fp32 forward, batch {args.batch_size}", "naive": "naive loop"}
         print(
             f"{label.get(name, name):<34} {wall:8.2f} {tok_s[name]:8.0f} {limit:8.0f} "
-            f"{tok_s[name] / limit:8.3f} {speedup:8.2f} {corr:9.4f} {shared:5d} {cores:5.2f}"
+            f"{tok_s[name] / limit:8.3f} {speedup:8.2f} {agreement} {cores:5.2f}"
         )
         key = name.replace("-", "_")
         result[f"{key}_tok_s"] = round(tok_s[name])
