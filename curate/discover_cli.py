@@ -1,20 +1,15 @@
 """`curate discover` and `curate neurons show|top|atlas`: find, inspect, specialise neuron sets."""
 
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import click
 
 from curate import pipeline
+from probes.backends import TORCH_DTYPE_CHOICES
 from probes.errors import CurateError
 
-DTYPE_CHOICE = click.Choice(["auto", "bf16", "fp32"])
-
-
-def _command_line() -> str:
-    return shlex.join(["curate", *sys.argv[1:]])
+DTYPE_CHOICE = click.Choice(TORCH_DTYPE_CHOICES)
 
 
 def _layers(value: str | None) -> tuple[int, ...] | None:
@@ -161,7 +156,7 @@ def discover(
             screen_per_layer=screen_per_layer,
             null_tokens=null_tokens or None,
             force=force,
-            command=_command_line(),
+            command=pipeline.invoked_command(),
         )
     )
     click.echo(_summary(result))
@@ -318,7 +313,7 @@ def top(
             max_tokens=max_tokens,
             dtype=dtype,
             force=force,
-            command=_command_line(),
+            command=pipeline.invoked_command(),
         )
     )
     subset = result.artifact

@@ -15,6 +15,8 @@ cheap.
 from __future__ import annotations
 
 import hashlib
+import shlex
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "minilm-l6"
 DEFAULT_RECIPES = {"text": "rosetta-default", "image": "rosetta-image"}  # by shard modality
+
+
+def invoked_command() -> str:
+    """The `curate ...` command line this process runs, as artifacts record it."""
+    return shlex.join(["curate", *sys.argv[1:]])
 
 
 # ---------------------------------------------------------------------------------------- probe

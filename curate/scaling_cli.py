@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from curate import pipeline
-from curate.discover_cli import DTYPE_CHOICE, _command_line
+from probes.backends import TORCH_DTYPE_CHOICES
 
 
 @click.group("zoo")
@@ -67,7 +67,7 @@ def zoo_train(config: str, data: Path, out_dir: Path) -> None:
 @click.option("--doc-tokens", default=128, show_default=True)
 @click.option("--label-key", default=None, help="Selectivity classes. [default: metadata.source]")
 @click.option("--null-rate/--no-null-rate", default=True, show_default=True)
-@click.option("--dtype", type=DTYPE_CHOICE, default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(TORCH_DTYPE_CHOICES), default="auto", show_default=True)
 @click.option("--replicates", default=2000, show_default=True, help="Bootstrap replicates.")
 @click.option("--seed", default=0, show_default=True)
 def scaling(
@@ -108,7 +108,7 @@ def scaling(
                 seed=seed,
             ),
             replicates=replicates,
-            command=_command_line(),
+            command=pipeline.invoked_command(),
         )
     )
     from curate.scaling.report import MARKDOWN, verdicts

@@ -123,3 +123,4 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 from probes.backends import onnx_runtime, torch_hooks  # noqa: E402, F401  (each registers itself)
 
 DTYPE_CHOICES = ["auto", *sorted({d for cls in BACKENDS.values() for d in cls.dtypes})]
+TORCH_DTYPE_CHOICES = ["auto", *BACKENDS["torch"].dtypes]  # where only torch runs the model
