@@ -45,6 +45,25 @@ from curate.pipeline import BenchJob, ImageBenchJob, bench, image_bench
     "--finetune", is_flag=True, help="Also fine-tune each arm's final checkpoints on every task."
 )
 @click.option("--report-only", is_flag=True, help="Report on the runs finished so far.")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Text: where models train and evaluate (cpu, cuda, cuda:1).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Text: runs side by side in this many processes (e.g. 8 on one GPU).",
+)
+@click.option(
+    "--prepare",
+    is_flag=True,
+    help="Text: make the splits, scores and every run's selection, then stop; a machine "
+    "without the probe model (a GPU box) can then train from the same --out.",
+)
 def bench_cmd(
     pool: Path,
     modality: str,
@@ -56,6 +75,9 @@ def bench_cmd(
     quick: bool,
     finetune: bool,
     report_only: bool,
+    device: str,
+    workers: int,
+    prepare: bool,
 ) -> None:
     """Continued pre-training on each arm's selection at matched tokens: parity and savings."""
     if quick and config:
@@ -79,8 +101,15 @@ def bench_cmd(
             config or ("quick" if quick else "default"),
             report_only,
             finetune=finetune,
+            device=device,
+            workers=workers,
+            prepare=prepare,
         )
     )
+    if report is None:
+        runs = len(list(out_dir.glob("runs/*/T*/seed*/selection.json")))
+        click.echo(f"prepared {out_dir}: {runs} selections; train with --device/--workers there")
+        return
     _show(out_dir, report)
 
 

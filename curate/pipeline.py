@@ -735,11 +735,14 @@ class BenchJob:
     report_only: bool = False  # report on the runs finished so far; train nothing
     progress: bool = True
     finetune: bool = False  # also fine-tune the final checkpoints (sets eval.finetune)
+    device: str = "cpu"  # where models train and evaluate: cpu or cuda[:N]
+    workers: int = 1  # processes running runs side by side
+    prepare: bool = False  # make splits, scores and every run's selection, then stop
 
 
-def bench(job: BenchJob) -> dict:
+def bench(job: BenchJob) -> dict | None:
     """Run (or resume) the bench and write report.json, report.md and the plots; returns the
-    report."""
+    report (None for `prepare`, which stops before any training)."""
     from curate.cpt.config import load_config
     from probes.shards import list_shards
 
@@ -751,13 +754,14 @@ def bench(job: BenchJob) -> dict:
         return _bench(job, config)
 
 
-def _bench(job: BenchJob, config) -> dict:
-    from curate.cpt.bench import Bench, run_bench
+def _bench(job: BenchJob, config) -> dict | None:
+    from curate.cpt.bench import Bench, BenchSetup, run_bench
     from curate.cpt.report import write_report
 
     if job.report_only:
         return write_report(Bench(config, job.pool, job.tasks, job.out), list(config.arms.names))
-    return run_bench(config, job.pool, job.tasks, job.out, job.progress)
+    setup = BenchSetup(job.device, job.workers, job.prepare)
+    return run_bench(config, job.pool, job.tasks, job.out, job.progress, setup)
 
 
 @dataclass(frozen=True)

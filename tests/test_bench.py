@@ -419,3 +419,47 @@ def test_a_killed_bench_resumes_and_never_redoes_a_finished_run(demo_bench_input
     assert len(report["runs"]) == 4 and set(report["summary"]) == {"unfiltered", "rosetta"}
     assert "target" in report["sensitivity"] and (out / "parity.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(out.glob("runs/**/checkpoint"))  # finished runs keep no checkpoint
+
+
+@pytest.mark.slow
+def test_a_prepared_bench_trains_in_worker_processes_from_its_own_selections(
+    demo_bench_inputs, tmp_path
+):
+    """--prepare makes every run's selection and trains nothing; worker processes then train
+    those selections (no probe model needed), as one process would."""
+    import shutil
+
+    from curate.pipeline import BenchJob, bench
+
+    shards, tasks = demo_bench_inputs
+    out = tmp_path / "out"
+    assert bench(BenchJob(shards, tasks, out, MICRO, progress=False, prepare=True)) is None
+    selections = sorted(out.glob("runs/*/T*/seed*/selection.json"))
+    assert len(selections) == 4 and not (out / "work" / "base").exists()
+    assert (out / "work" / "tokenizer" / "tokenizer_config.json").is_file()
+    written = {p: p.stat().st_mtime_ns for p in [*selections, *out.glob("work/scores/**/*")]}
+    alone = tmp_path / "alone"
+    shutil.copytree(out, alone)
+    report = bench(BenchJob(shards, tasks, out, MICRO, progress=False, workers=2))
+    bench(BenchJob(shards, tasks, alone, MICRO, progress=False))
+    assert len(report["runs"]) == 4
+    assert all(p.stat().st_mtime_ns == t for p, t in written.items())  # selections reused
+    for path in selections:
+        run = path.parent
+        rows = json.loads(path.read_text())["rows"]
+        record = json.loads((run / "run.json").read_text())
+        assert record["device"] == "cpu" and record["selection"]["documents"] == len(rows)
+        mine = np.load(run / "outputs.npz")
+        other = np.load(alone / run.relative_to(out) / "outputs.npz")
+        loss = mine["target/loss_sum"]
+        np.testing.assert_allclose(loss, other["target/loss_sum"], rtol=1e-3)
+
+
+def test_a_device_this_machine_lacks_is_refused_before_any_work(demo_bench_inputs, tmp_path):
+    from curate.pipeline import BenchJob, bench
+
+    shards, tasks = demo_bench_inputs
+    bad = "cuda" if not torch.cuda.is_available() else "tpu"
+    with pytest.raises(CurateError, match=f"--device {bad}"):
+        bench(BenchJob(shards, tasks, tmp_path / "out", MICRO, progress=False, device=bad))
+    assert not (tmp_path / "out").exists()

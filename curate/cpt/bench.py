@@ -11,9 +11,16 @@ The run, top to bottom:
    T tokens, evaluate (target LM loss, frozen GLUE probes) and keep the per-example
    outputs; a finished run is never redone, an unfinished one resumes from its checkpoint;
 4. statistics and the report (report.py).
+
+Each run's selection is made once and kept in its run folder (selection.json), so the runs can
+be split between machines: `--prepare` makes every split, score and selection on a machine
+with the probe model, and a GPU machine (`--device cuda`, `--workers N` processes sharing it)
+trains and evaluates from that folder without the probe model.
 """
 
 import json
+import multiprocessing
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -30,7 +37,9 @@ from probes.errors import CurateError
 from probes.shards import list_shards, read_documents, shard_root
 
 RUN_RECORD = "run.json"  # written last: its presence marks a finished run
+SELECTION = "selection.json"  # the run's documents, written before it trains
 OUTPUTS = "outputs.npz"
+TOKENIZER = "tokenizer"  # the bench's own copy in the work folder
 CONFIG_RECORD = "config.json"  # the config a report folder was started with
 
 
@@ -104,6 +113,19 @@ class Selection:
     rows: list[tuple[str, int]]
     manifest: dict = field(default_factory=dict)
 
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / SELECTION) as tmp:
+            tmp.write_text(json.dumps({"rows": self.rows, "manifest": self.manifest}))
+
+    @classmethod
+    def load(cls, folder: Path) -> "Selection | None":
+        path = folder / SELECTION
+        if not path.is_file():
+            return None
+        saved = json.loads(path.read_text())
+        return cls([(rel, int(row)) for rel, row in saved["rows"]], saved["manifest"])
+
     def summary(self, pool: Pool) -> dict:
         lengths = [len(pool.ids[k]) for k in self.rows]
         by_source: dict[str, int] = {}
@@ -119,13 +141,17 @@ class Selection:
 
 
 class Bench:
-    """Holds what every run shares: config, tasks, splits, tokenizer, base model, pool."""
+    """Holds what every run shares: config, tasks, splits, tokenizer, base model, pool; models
+    train and evaluate on `device`."""
 
-    def __init__(self, config: BenchConfig, pool: Path, tasks_dir: Path, out: Path):
+    def __init__(
+        self, config: BenchConfig, pool: Path, tasks_dir: Path, out: Path, device: str = "cpu"
+    ):
         lock_config(config, out)
         self.config = config
         self.out = out
         self.work = out / "work"
+        self.device = torch.device(device)
         self.tasks = data.load_tasks(tasks_dir)
         self.split = data.split_pool(
             pool,
@@ -136,7 +162,7 @@ class Bench:
             config.pool.max_documents,
         )
         self.targets = data.split_targets(self.tasks, self.work, config.eval.target_share)
-        self.tokenizer = model.load_tokenizer(config.model.tokenizer)
+        self.tokenizer = self._tokenizer()
         self.pool = Pool.read(self.split.selection, self.tokenizer)
         largest = max(config.token_grid)
         if self.pool.tokens < largest:
@@ -156,6 +182,17 @@ class Bench:
             t.name: data.fixed_subset(len(t.train), config.eval.probe_train) for t in self.tasks
         }
         self.mask_id = self.tokenizer.mask_token_id
+
+    def _tokenizer(self):
+        """The configured tokenizer, copied into the work folder on first use: the base model's
+        vocabulary stays with the runs, and a machine without the model's package can go on."""
+        saved = self.work / TOKENIZER
+        if saved.is_dir():
+            return model.load_tokenizer(str(saved))
+        tokenizer = model.load_tokenizer(self.config.model.tokenizer)
+        with atomic_path(saved) as tmp:
+            tokenizer.save_pretrained(tmp)
+        return tokenizer
 
     def _target_sequences(self) -> tuple[torch.Tensor, torch.Tensor]:
         ids = data.token_ids(self.tokenizer, self.targets.heldout)
@@ -189,6 +226,7 @@ class Bench:
             net = model.existing_model(cfg.model.base, cfg.model.objective, 0)
             tokens = 0 if net.causal else cfg.pretrain.head_tokens
             trainable = [*net.transform.parameters(), net.bias]
+        net.to(self.device)
         extra = {}
         if tokens:
             source = generic if generic is not None and generic.ids else self.pool
@@ -229,8 +267,8 @@ class Bench:
         evaluate, and record; a finished run is skipped."""
         if (folder / RUN_RECORD).is_file():
             return
-        net = model.load(self.base())
-        record: dict = {"tokens_requested": tokens, "seed": seed}
+        net = model.load(self.base()).to(self.device)
+        record: dict = {"tokens_requested": tokens, "seed": seed, "device": str(self.device)}
         if selection is not None:
             ids = [self.pool.ids[k] for k in selection.rows]
             seq, special = data.pack(ids, self.tokenizer, self.config.model.seq_len)
@@ -253,21 +291,97 @@ class Bench:
         shutil.rmtree(folder / loop.CHECKPOINT, ignore_errors=True)
 
 
-def run_bench(config: BenchConfig, pool: Path, tasks_dir: Path, out: Path, progress: bool = True):
-    """Everything up to the report; returns the report's summary dict."""
+@dataclass(frozen=True)
+class BenchSetup:
+    """Where a bench runs: the machine's share of the work, the device and processes."""
+
+    device: str = "cpu"  # where models train and evaluate: cpu, cuda, cuda:1, ...
+    workers: int = 1  # processes running runs side by side (each loads its own model)
+    prepare: bool = False  # stop after every run's selection is made (nothing trained)
+
+
+def run_bench(
+    config: BenchConfig,
+    pool: Path,
+    tasks_dir: Path,
+    out: Path,
+    progress: bool = True,
+    setup: BenchSetup = BenchSetup(),
+):
+    """Everything up to the report; returns the report's summary dict (None after `prepare`)."""
     from curate.cpt import arms as arm_kinds
     from curate.cpt.report import write_report
 
-    bench = Bench(config, pool, tasks_dir, out)
-    bench.base()
-    bench.run(out / "runs" / "base", None, 0, 0, "base eval")
+    check_device(setup.device)
+    bench = Bench(config, pool, tasks_dir, out, setup.device)
     arms = arm_kinds.build(config, bench)
     grid = config.token_grid
     plan = [(s, a, t) for s in range(config.grid.seeds) for a in arms for t in grid]
-    for seed, arm, tokens in tqdm(plan, desc="bench runs", unit="run", disable=not progress):
+    todo = [(out / "runs" / "base", 0, 0, "base eval")]
+    for seed, arm, tokens in tqdm(plan, desc="selections", unit="run", disable=not progress):
         folder = out / "runs" / arm.name / f"T{tokens}" / f"seed{seed}"
         if (folder / RUN_RECORD).is_file():
             continue
-        selection = arm.select(tokens, seed)
-        bench.run(folder, selection, tokens, seed, f"{arm.name} T={tokens:,} seed {seed}")
+        if Selection.load(folder) is None:
+            arm.select(tokens, seed).save(folder)
+        todo.append((folder, tokens, seed, f"{arm.name} T={tokens:,} seed {seed}"))
+    if setup.prepare:
+        return None
+    bench.base()
+    todo = [item for item in todo if not (item[0] / RUN_RECORD).is_file()]
+    if setup.workers <= 1:
+        for item in tqdm(todo, desc="bench runs", unit="run", disable=not progress):
+            _run_item(bench, item)
+    else:
+        _run_parallel(config, (pool, tasks_dir, out, setup), todo, progress)
     return write_report(bench, [a.name for a in arms])
+
+
+def check_device(device: str) -> None:
+    """A clear error for a device this machine lacks (before any work)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise CurateError(f"--device {device!r}: {err}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CurateError(f"--device {device}: torch sees no CUDA device on this machine")
+    if kind not in ("cpu", "cuda"):
+        raise CurateError(f"--device {device}: the bench trains on cpu or cuda")
+
+
+def _run_item(bench: Bench, item: tuple[Path, int, int, str]) -> None:
+    folder, tokens, seed, desc = item
+    bench.run(folder, Selection.load(folder), tokens, seed, desc)
+
+
+_WORKER_BENCH: Bench | None = None  # each worker process's own Bench (models, tokenizer, pool)
+
+
+def _start_worker(config: BenchConfig, where: tuple, threads: int) -> None:
+    global _WORKER_BENCH
+    pool, tasks_dir, out, setup = where
+    torch.set_num_threads(threads)
+    _WORKER_BENCH = Bench(config, pool, tasks_dir, out, setup.device)
+
+
+def _worker_run(item: tuple[Path, int, int, str]) -> str:
+    _run_item(_WORKER_BENCH, item)
+    return item[3]
+
+
+def _run_parallel(config: BenchConfig, where: tuple, todo: list, progress: bool) -> None:
+    """The runs over `workers` spawned processes (CUDA needs spawn), one run at a time each, in
+    plan order; the CPU threads are shared out among them."""
+    workers = min(where[3].workers, len(todo))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    quiet = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # spawned workers inherit it: one bar, this process's
+    try:
+        processes = context.Pool(workers, _start_worker, (config, where, threads))
+    finally:
+        os.environ.pop("TQDM_DISABLE") if quiet is None else os.environ.update(TQDM_DISABLE=quiet)
+    with processes:
+        done = processes.imap_unordered(_worker_run, todo)
+        for _ in tqdm(done, total=len(todo), desc="bench runs", unit="run", disable=not progress):
+            pass

@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from curate.cpt.data import Split, Task
+from curate.cpt.loop import model_device
 from curate.cpt.model import LanguageModel
 
 MAX_LENGTH = 128
@@ -37,12 +38,13 @@ def features(
 ) -> np.ndarray:
     """[examples, hidden] mean-pooled last-layer states, in length-sorted batches."""
     model.eval()
+    device = model_device(model)
     second = split.second or [""] * len(split.first)
     order = sorted(range(len(split.first)), key=lambda i: len(split.first[i]) + len(second[i]))
     out = np.zeros((len(split.first), model.encoder.config.hidden_size), dtype=np.float32)
     for start in range(0, len(order), batch):
         idx = np.array(order[start : start + batch])
-        out[idx] = model.pooled(*_encode(tokenizer, split, idx)).numpy()
+        out[idx] = model.pooled(*_encode(tokenizer, split, idx, device)).float().cpu().numpy()
     return out
 
 
@@ -141,7 +143,8 @@ def finetune_task(
     torch.manual_seed(seed)
     encoder = copy.deepcopy(model)
     classes = 1 if task.kind == "regression" else int(task.train.label.max()) + 1
-    head = torch.nn.Linear(encoder.encoder.config.hidden_size, classes)
+    device = model_device(model)
+    head = torch.nn.Linear(encoder.encoder.config.hidden_size, classes).to(device)
     params = [*encoder.encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = epochs * -(-len(train_rows) // batch)
@@ -152,8 +155,8 @@ def finetune_task(
         order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
-            logits = head(encoder.pooled(*_encode(tokenizer, task.train, idx)))
-            target = torch.from_numpy(task.train.label[idx])
+            logits = head(encoder.pooled(*_encode(tokenizer, task.train, idx, device)))
+            target = torch.from_numpy(task.train.label[idx]).to(device)
             if task.kind == "regression":
                 loss = torch.nn.functional.mse_loss(logits.squeeze(1), target.float())
             else:
@@ -167,8 +170,8 @@ def finetune_task(
     with torch.inference_mode():
         for start in range(0, len(task.validation.first), 64):
             idx = np.arange(start, min(start + 64, len(task.validation.first)))
-            outputs.append(head(encoder.pooled(*_encode(tokenizer, task.validation, idx))))
-    out = torch.cat(outputs)
+            outputs.append(head(encoder.pooled(*_encode(tokenizer, task.validation, idx, device))))
+    out = torch.cat(outputs).float().cpu()
     if task.kind == "regression":
         return TaskOutput(out.squeeze(1).numpy().astype(np.float64), None)
     prob = torch.softmax(out.double(), 1).numpy()
@@ -176,10 +179,10 @@ def finetune_task(
     return TaskOutput(prob.argmax(1), prob[np.arange(len(truth)), truth])
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, split: Split, idx: np.ndarray):
+def _encode(tokenizer: PreTrainedTokenizerBase, split: Split, idx: np.ndarray, device):
     first = [split.first[i] for i in idx]
     second = [split.second[i] for i in idx] if split.second is not None else None
     enc = tokenizer(
         first, second, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt"
     )
-    return enc["input_ids"], enc["attention_mask"]
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)

@@ -6,7 +6,8 @@ tokens). Every run with the same settings takes the same number of steps for the
 the learning rate warms up and then decays linearly to zero exactly at T, and the seed alone
 fixes the batch order and the masks, so seed k is paired across arms. A run checkpoints every
 few minutes (model, optimizer, step: safetensors and a weights-only torch file, written
-atomically) and resumes from the last checkpoint when it is started again.
+atomically) and resumes from the last checkpoint when it is started again. It trains where the
+model is (CPU or a CUDA device): batches are drawn on the CPU, so the draws do not depend on it.
 """
 
 import json
@@ -34,7 +35,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     mask_prob: float = 0.15
     grad_clip: float = 1.0
-    dtype: str = "auto"  # auto: bf16 autocast where the CPU has bf16 hardware, else fp32
+    dtype: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with AMX, else fp32
     checkpoint_seconds: float = 300.0
 
 
@@ -65,13 +66,21 @@ def get_lr(step: int, steps: int, config: TrainConfig) -> float:
     return config.lr * max(0.0, (steps - step) / max(1, steps - warmup))
 
 
-def autocast_dtype(name: str) -> torch.dtype | None:
-    """bf16 autocast for `bf16`, and for `auto` where the CPU has AMX tiles: with AVX512-BF16
-    alone, autocast made training slower here (benchmarks/bench_train.py), so `auto` stays
-    fp32 there."""
-    if name == "bf16" or (name == "auto" and cpu_has_amx()):
+def autocast_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype | None:
+    """bf16 autocast for `bf16`, and for `auto` on a CUDA device with bf16 or a CPU with AMX
+    tiles: with AVX512-BF16 alone, autocast made training slower here
+    (benchmarks/bench_train.py), so `auto` stays fp32 there."""
+    if name == "bf16":
         return torch.bfloat16
-    return None
+    if name != "auto":
+        return None
+    if torch.device(device).type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_amx() else None
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def mask_tokens(
@@ -137,12 +146,14 @@ def train(
     trainable: list[torch.nn.Parameter] | None = None,
 ) -> TrainResult:
     """Train `model` on `tokens` content tokens drawn from `sequences` [n, seq_len] (`special`
-    marks positions never masked); checkpoints in `folder`/checkpoint, resumes from it."""
+    marks positions never masked), on the model's device; checkpoints in `folder`/checkpoint,
+    resumes from it."""
     n, seq_len = sequences.shape
     steps = steps_for(tokens, config.batch, seq_len)
     params = trainable if trainable is not None else list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    dtype = autocast_dtype(config.dtype)
+    device = model_device(model)
+    dtype = autocast_dtype(config.dtype, device)
     start, losses, spent = resume(folder / CHECKPOINT, model, optimizer)
     model.train()
     began = time.perf_counter()
@@ -161,7 +172,11 @@ def train(
                 mask_id,
                 seed * 1_000_003 + step,
             )
-            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            batch = tuple(t.to(device, non_blocking=True) for t in batch)
+            autocast = torch.autocast(
+                device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+            )
+            with autocast:
                 loss = model.token_losses(*batch).mean()
             optimizer_step(loss, params, optimizer, config.grad_clip, losses, step, steps)
             elapsed = time.perf_counter() - began
@@ -216,6 +231,7 @@ def save_checkpoint(
     with atomic_path(folder / "optimizer.pt") as tmp:
         torch.save(optimizer.state_dict(), tmp)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.cpu() for k, v in tensors.items()}
     tensors[_RNG] = torch.get_rng_state()  # dropout draws continue where they stopped
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(tensors, tmp)
@@ -234,7 +250,9 @@ def resume(folder: Path, model: torch.nn.Module, optimizer) -> tuple[int, list, 
     if rng is not None:
         torch.set_rng_state(rng)
     model.load_state_dict(tensors)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    optimizer.load_state_dict(
+        torch.load(folder / "optimizer.pt", weights_only=True, map_location=model_device(model))
+    )
     return int(state["step"]), state["losses"], float(state["seconds"])
 
 
@@ -250,13 +268,15 @@ def lm_loss(
     """Per sequence: (sum of predicted-token losses, predicted tokens); masks (masked LM) are
     fixed by `seed`, so every model is scored on the same positions."""
     model.eval()
+    device = model_device(model)
     sums, counts = [], []
     for start in range(0, len(sequences), batch):
         ids = sequences[start : start + batch].long()
         inputs, positions, labels = objective_batch(
             model, ids, special[start : start + batch], 0.15, mask_id, seed * 7919 + start
         )
-        loss = model.token_losses(inputs, positions, labels)
+        on = (t.to(device) for t in (inputs, positions, labels))
+        loss = model.token_losses(*on).float().cpu()
         row = positions.nonzero()[:, 0]
         sums.append(torch.zeros(len(ids)).index_add_(0, row, loss))
         counts.append(positions.sum(1))

@@ -145,7 +145,7 @@ def save(model: LanguageModel, folder: Path, extra: dict | None = None) -> None:
     config = {"encoder": model.encoder.config.to_dict(), "objective": objective, **(extra or {})}
     with atomic_path(folder / CONFIG) as tmp:
         tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     state.pop("encoder.embeddings.position_ids", None)
     with atomic_path(folder / WEIGHTS) as tmp:
         save_file(state, tmp)
