@@ -134,7 +134,7 @@ def spread_neurons(layers: Sequence[int], width: int, per_layer: int) -> NeuronS
     """`per_layer` neurons spread across the MLP width in each probed layer."""
     spread = [i * width // per_layer for i in range(per_layer)]
     neurons = tuple(Neuron(layer, index + layer) for layer in layers for index in spread)
-    return NeuronSet(neurons=neurons, source="benchmark")
+    return NeuronSet(neurons=neurons, origin="benchmark")
 
 
 def timed(run: Callable[[Sequence[str]], object], texts: Sequence[str]) -> tuple[float, float]:

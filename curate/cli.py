@@ -51,7 +51,8 @@ def main() -> None:
     type=click.Choice(list(BACKENDS)),
     default=DEFAULT_BACKEND,
     show_default=True,
-    help="What runs the model: torch, or onnx (ONNX Runtime, exported once and cached).",
+    help="What runs the model: torch, onnx (ONNX Runtime, exported once and cached), or vllm "
+    "(decoders; needs vLLM).",
 )
 @click.option(
     "--dtype",

@@ -82,7 +82,7 @@ from probes.backends import BACKENDS, DTYPE_CHOICES
     "--backend",
     type=click.Choice(list(BACKENDS)),
     default=None,
-    help="Override probe.backend: what runs the model (torch, onnx).",
+    help="Override probe.backend: what runs the model (torch, onnx, vllm).",
 )
 @click.option(
     "--dtype", type=click.Choice(DTYPE_CHOICES), default=None, help="Override probe.dtype."

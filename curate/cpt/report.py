@@ -300,6 +300,10 @@ def write_report(bench: Bench, arm_names: list[str]) -> dict:
         "base": base[0],
         "sensitivity": gates,
         "runs": run_table(runs, _specs(bench)),
+        "devices": sorted(
+            {base[0].get("device", "cpu")}
+            | {r[0].get("device", "cpu") for t in runs.values() for s in t.values() for r in s}
+        ),
         "summary": summary,
     }
     out = bench.out
@@ -327,6 +331,7 @@ def run_table(runs, specs) -> list[dict]:
                         "tokens": train.get("tokens"),
                         "tokens_requested": tokens,
                         "seed": record["seed"],
+                        "device": record.get("device", "cpu"),
                         "steps": train.get("steps"),
                         "epochs": train.get("epochs"),
                         "train_seconds": train.get("seconds"),
@@ -366,6 +371,7 @@ def markdown(report: dict, budget: int, reference: str) -> str:
         f"Pool: {report['data']['pool'].get('documents', 0):,} documents, "
         f"{report['data']['pool'].get('contaminated', 0):,} removed for sharing a "
         f"{report['data']['pool'].get('ngram')}-gram with a validation sentence.",
+        f"Trained and evaluated on: {', '.join(report['devices'])}.",
     ]
     return verdict_markdown(report, header, reference, (TARGET, GLUE_AVG), "tokens")
 

@@ -120,7 +120,7 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return (upper - (counts - 1) / 2.0)[inverse]
 
 
-from probes.backends import onnx_runtime, torch_hooks  # noqa: E402, F401  (each registers itself)
+from probes.backends import onnx_runtime, torch_hooks, vllm_engine  # noqa: E402, F401  (each registers)
 
 DTYPE_CHOICES = ["auto", *sorted({d for cls in BACKENDS.values() for d in cls.dtypes})]
 TORCH_DTYPE_CHOICES = ["auto", *BACKENDS["torch"].dtypes]  # where only torch runs the model
