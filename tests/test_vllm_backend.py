@@ -83,3 +83,33 @@ def _documents(n: int) -> list[str]:
     root = build_demo_shards(Path(tempfile.mkdtemp()) / "shards", docs_per_shard=20)
     texts = [d.text for s in list_shards(root) for d in read_documents(s)]
     return texts[:n]
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (make test-vllm installs it)")
+@pytest.mark.vllm
+def test_the_datatrove_scorer_runs_on_vllm_with_the_torch_scores():
+    """RosettaScorer(backend="vllm") tags documents with the scores the torch backend gives."""
+    import json
+
+    from datatrove.data import Document
+
+    from curate.datatrove_steps import RosettaScorer
+    from filters.recipe import load_recipe
+    from probes.backends import load_for
+    from probes.engine import ProbeEngine
+    from probes.neuronset import load_neuron_set
+
+    neurons = json.dumps([[layer, i] for layer in (2, 11) for i in range(0, 1536, 192)])
+    recipe = load_recipe("rosetta-default").replace(
+        probe={"model": "smollm2-135m", "neurons": neurons, "agg": "max"}
+    )
+    texts = _documents(20)
+    docs = [Document(text=t, id=str(i), metadata={"file_path": "a"}) for i, t in enumerate(texts)]
+    tagged = list(RosettaScorer(recipe, backend="vllm", dtype="fp32").run(iter(docs)))
+    settings = backend_settings("torch", "fp32")
+    engine = ProbeEngine(
+        load_for(settings, "smollm2-135m"), load_neuron_set(neurons), "max", backend=settings
+    )
+    expected = engine.probe(texts).score
+    got = np.array([d.metadata["rosetta_score"] for d in tagged])
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
