@@ -61,7 +61,12 @@ def main() -> None:
     show_default=True,
     help="Precision: torch runs fp32/bf16, onnx fp32/int8; auto picks for this CPU.",
 )
-@click.option("--tokens-per-batch", default=8192, show_default=True)
+@click.option(
+    "--tokens-per-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Padded tokens per batch. [default: 2048 for torch fp32 text, else 8192]",
+)
 def probe(
     shard_dir: Path,
     neurons: str,
@@ -74,7 +79,7 @@ def probe(
     image_key: str,
     backend: str,
     dtype: str,
-    tokens_per_batch: int,
+    tokens_per_batch: int | None,
 ) -> None:
     """Score every document of SHARD_DIR into row-aligned .scores.parquet side files (images
     with a vision --model)."""

@@ -146,7 +146,7 @@ class RosettaScorer(PipelineStep):
         self,
         recipe: str | Recipe = "rosetta-default",
         dtype: str | None = None,
-        tokens_per_batch: int = 8192,
+        tokens_per_batch: int | None = None,
         chunk_docs: int = CHUNK_DOCS,
         backend: str | None = None,
     ):

@@ -59,7 +59,7 @@ class ProbeJob:
     text_key: str = "text"
     id_key: str = "id"
     dtype: str = "auto"
-    tokens_per_batch: int = 8192
+    tokens_per_batch: int | None = None  # None: the backend's default
     progress: bool = True
     image_key: str = "image"  # an image model's input field
     backend: str = "torch"  # what runs the model (probes/backends/)

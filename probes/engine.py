@@ -9,6 +9,7 @@ import torch
 
 from probes.aggregate import DEFAULT_AGGREGATION, aggregate
 from probes.backends import Settings, open_backend, torch_settings
+from probes.backends import tokens_per_batch as default_batch
 from probes.batching import length_sorted_batches, pad, tokenize
 from probes.hooks import layer_widths
 from probes.images import decode, prepare
@@ -40,16 +41,16 @@ class ProbeEngine:
         loaded: LoadedModel,
         neuron_set: NeuronSet,
         agg: str = DEFAULT_AGGREGATION,
-        tokens_per_batch: int = 8192,
+        tokens_per_batch: int | None = None,
         backend: Settings | None = None,
     ):
         neuron_set.check_fits(loaded.name, layer_widths(loaded.model, loaded.model_type))
         neuron_set.check_model(loaded.name, loaded.content_hash)
         self.loaded = loaded
         self.agg = agg
-        self.tokens_per_batch = tokens_per_batch
         self.neurons = neuron_set.ordered()
         self.backend = backend or torch_settings(loaded)
+        self.tokens_per_batch = tokens_per_batch or default_batch(self.backend, loaded.modality)
         self.source = open_backend(self.backend, loaded, neuron_set.requests())
         self.thresholds = torch.tensor([n.threshold for n in self.neurons])
         weights = torch.tensor([n.weight for n in self.neurons])
@@ -114,7 +115,7 @@ def probe_engine(
     loaded: LoadedModel,
     neuron_set: NeuronSet,
     agg: str = DEFAULT_AGGREGATION,
-    tokens_per_batch: int = 8192,
+    tokens_per_batch: int | None = None,
     backend: Settings | None = None,
 ) -> ProbeEngine:
     """The engine for the model's modality: texts or encoded images in, scores out."""

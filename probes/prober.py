@@ -188,7 +188,7 @@ def probe_directory(
     text_key: str = "text",
     id_key: str = "id",
     dtype: str = "auto",
-    tokens_per_batch: int = 8192,
+    tokens_per_batch: int | None = None,  # None: the backend's default
     progress: bool = True,
     image_key: str = "image",
     backend: str = "torch",

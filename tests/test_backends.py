@@ -14,7 +14,14 @@ from click.testing import CliRunner
 from curate.cli import main
 from curate.demo_shards import build_demo_shards
 from probes import cpu
-from probes.backends import backend_settings, load_for, onnx_export, open_backend, rank_agreement
+from probes.backends import (
+    backend_settings,
+    load_for,
+    onnx_export,
+    open_backend,
+    rank_agreement,
+    tokens_per_batch,
+)
 from probes.engine import ImageProbeEngine, ProbeEngine
 from probes.errors import CurateError
 from probes.neuronset import load_neuron_set
@@ -186,3 +193,18 @@ def test_datatrove_scorer_and_filter_run_the_backend_they_are_given(tmp_path):
     table = pq.read_table(path_for(scores, shards, shard)).to_pylist()
     assert scored == pytest.approx({r["id"]: r["score"] for r in table if r["id"] in scored})
     assert len(scored) == len(rows) > 0
+
+
+def test_the_default_batch_is_smaller_for_torch_fp32_text_and_a_given_one_wins():
+    """fp32 intermediates of 8,192-token batches spill out of cache (issue 13, RESULTS.md)."""
+    assert tokens_per_batch({"name": "torch", "dtype": "fp32"}, "text") == 2048
+    assert tokens_per_batch({"name": "torch", "dtype": "bf16"}, "text") == 8192
+    assert tokens_per_batch({"name": "torch", "dtype": "fp32"}, "image") == 8192
+    assert tokens_per_batch({"name": "onnx", "dtype": "int8", "weight_bits": 8}, "text") == 8192
+
+
+def test_an_engine_takes_the_backend_default_unless_told(minilm):
+    neurons = load_neuron_set("[[1, 7], [3, 300]]")
+    fp32 = {"name": "torch", "dtype": "fp32"}
+    assert ProbeEngine(minilm, neurons, backend=fp32).tokens_per_batch == 2048
+    assert ProbeEngine(minilm, neurons, tokens_per_batch=600, backend=fp32).tokens_per_batch == 600

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the registry itself loads no torch: the CLI lists backends 
 
     from probes.models import LoadedModel
 
+DEFAULT_TOKENS_PER_BATCH = 8192  # padded tokens per batch, unless a backend knows better
 Requests = Mapping[int, list[int] | None]  # layer -> neuron indices (None = the whole layer)
 Settings = dict  # {"name": backend, "dtype": resolved precision, ...}: JSON, stored in side files
 
@@ -49,6 +50,11 @@ class Backend:
     def model_dtype(cls, settings: Settings) -> str:
         """The precision (fp32, bf16) to load the torch model in for these settings."""
         raise NotImplementedError
+
+    @classmethod
+    def tokens_per_batch(cls, settings: Settings, modality: str) -> int:
+        """Padded tokens per batch when the caller names none."""
+        return DEFAULT_TOKENS_PER_BATCH
 
     @classmethod
     def open(cls, loaded: "LoadedModel", requests: Requests, settings: Settings) -> Capture:
@@ -86,6 +92,11 @@ def load_for(settings: Settings, model: str) -> "LoadedModel":
 
     dtype = backend_class(settings["name"]).model_dtype(settings)
     return load_model(model, dtype=pick_dtype(dtype))
+
+
+def tokens_per_batch(settings: Settings, modality: str) -> int:
+    """The batch size (padded tokens) that `settings`' backend runs best at by default."""
+    return backend_class(settings["name"]).tokens_per_batch(settings, modality)
 
 
 def open_backend(settings: Settings, loaded: "LoadedModel", requests: Requests) -> Capture:
