@@ -88,7 +88,9 @@ def parse_args() -> argparse.Namespace:
         help=f"comma-separated, of {', '.join(BACKENDS)} (default: all; torch-bf16 only where "
         "the CPU has bf16 hardware)",
     )
-    parser.add_argument("--tokens-per-batch", type=int, default=8192)
+    parser.add_argument(
+        "--tokens-per-batch", type=int, default=None, help="default: each backend's own"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of the bare run")
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="shard folder (else demo)")
     parser.add_argument("--skip-naive", action="store_true", help="leave out the slow loop")
@@ -422,7 +424,7 @@ def main() -> None:
         "model": args.model,
         "neurons": len(neuron_set.neurons),
         "layers_run": layers_run,
-        "tokens_per_batch": args.tokens_per_batch,
+        "tokens_per_batch": args.tokens_per_batch or "backend default",
         "mflops_per_token": round(flops["total"] / 1e6, 3),
         "load_1min": round(load[0], 2),
         "load_1min_end": round(os.getloadavg()[0], 2),
