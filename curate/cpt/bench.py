@@ -317,18 +317,18 @@ def run_bench(
     arms = arm_kinds.build(config, bench)
     grid = config.token_grid
     plan = [(s, a, t) for s in range(config.grid.seeds) for a in arms for t in grid]
-    todo = [(out / "runs" / "base", 0, 0, "base eval")]
+    base_eval = out / "runs" / "base"
+    todo = [] if (base_eval / RUN_RECORD).is_file() else [(base_eval, 0, 0, "base eval")]
     for seed, arm, tokens in tqdm(plan, desc="selections", unit="run", disable=not progress):
         folder = out / "runs" / arm.name / f"T{tokens}" / f"seed{seed}"
         if (folder / RUN_RECORD).is_file():
             continue
-        if Selection.load(folder) is None:
+        if not (folder / SELECTION).is_file():
             arm.select(tokens, seed).save(folder)
         todo.append((folder, tokens, seed, f"{arm.name} T={tokens:,} seed {seed}"))
     if setup.prepare:
         return None
     bench.base()
-    todo = [item for item in todo if not (item[0] / RUN_RECORD).is_file()]
     if setup.workers <= 1:
         for item in tqdm(todo, desc="bench runs", unit="run", disable=not progress):
             _run_item(bench, item)

@@ -230,8 +230,7 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "optimizer.pt") as tmp:
         torch.save(optimizer.state_dict(), tmp)
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    tensors = {k: v.cpu() for k, v in tensors.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors[_RNG] = torch.get_rng_state()  # dropout draws continue where they stopped
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(tensors, tmp)

@@ -282,6 +282,7 @@ def write_report(bench: Bench, arm_names: list[str]) -> dict:
             "target_loss_savings_resolved": target.get("savings_resolved"),
             "metrics": row,
         }
+    table = run_table(runs, _specs(bench))
     report = {
         "config": cfg.to_dict(),
         "data": {
@@ -299,11 +300,8 @@ def write_report(bench: Bench, arm_names: list[str]) -> dict:
         },
         "base": base[0],
         "sensitivity": gates,
-        "runs": run_table(runs, _specs(bench)),
-        "devices": sorted(
-            {base[0].get("device", "cpu")}
-            | {r[0].get("device", "cpu") for t in runs.values() for s in t.values() for r in s}
-        ),
+        "runs": table,
+        "devices": sorted({base[0].get("device", "cpu"), *(row["device"] for row in table)}),
         "summary": summary,
     }
     out = bench.out

@@ -4,7 +4,7 @@ multiplies bf16 in hardware.
 
 In fp32 text batches default to 2,048 tokens, not 8,192: on an AVX2-only EPYC the fp32
 intermediates of an 8,192-token batch ([8192, 1536] floats, 50 MB, per MLP) fall out of cache
-and the engine ran at 0.88x the one-document-at-a-time loop, 1.05x at 2,048 (one thread,
+and the engine ran at 0.98x the one-document-at-a-time loop, 1.14x at 2,048 (2 threads,
 benchmarks/RESULTS.md); bf16 ran fastest at 8,192 on AVX512-BF16 and AMX CPUs."""
 
 from typing import TYPE_CHECKING
