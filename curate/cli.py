@@ -10,6 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import click  # noqa: E402
 
 from curate import __version__  # noqa: E402
+from curate.locations import LOCATION  # noqa: E402
 from probes.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION  # noqa: E402
 from probes.backends import BACKENDS, DEFAULT_BACKEND, DTYPE_CHOICES  # noqa: E402
 from probes.errors import CurateError  # noqa: E402
@@ -35,9 +36,9 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("shard_dir", type=click.Path(path_type=Path))
+@click.argument("shard_dir", type=LOCATION)
 @click.option("--neurons", "neurons", required=True, help="Neuron set: JSON file or inline list.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=LOCATION)
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Alias or model folder.")
 @click.option(
     "--agg", type=click.Choice(AGGREGATIONS), default=DEFAULT_AGGREGATION, show_default=True

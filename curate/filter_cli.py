@@ -11,13 +11,14 @@ from pathlib import Path
 
 import click
 
+from curate.locations import LOCATION
 from curate.pipeline import FilterJob, filter
 from filters.recipe import bundled_recipes, load_recipe
 from probes.backends import BACKENDS, DTYPE_CHOICES
 
 
 @click.command("filter")
-@click.argument("shard_dir", type=click.Path(path_type=Path))
+@click.argument("shard_dir", type=LOCATION)
 @click.option(
     "--recipe",
     "recipe_name",
@@ -37,7 +38,7 @@ from probes.backends import BACKENDS, DTYPE_CHOICES
     default=None,
     help="What the shards hold. [default: detected from the shards]",
 )
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=LOCATION)
 @click.option(
     "--budget",
     default=None,
@@ -46,14 +47,14 @@ from probes.backends import BACKENDS, DTYPE_CHOICES
 @click.option(
     "--scores",
     "scores_dir",
-    type=click.Path(path_type=Path),
+    type=LOCATION,
     default=None,
     help="Score side files (default: the user cache, keyed by SHARD_DIR).",
 )
 @click.option(
     "--dropped",
     "dropped_dir",
-    type=click.Path(path_type=Path),
+    type=LOCATION,
     default=None,
     help="Also write the dropped rows here, in the same layout.",
 )
@@ -62,7 +63,7 @@ from probes.backends import BACKENDS, DTYPE_CHOICES
 @click.option("--tokenizer", default=None, help="Override select.tokenizer (alias or folder).")
 @click.option(
     "--dsir-target",
-    type=click.Path(path_type=Path),
+    type=LOCATION,
     default=None,
     help="Override dsir.target (dsir recipes).",
 )

@@ -26,6 +26,7 @@ import numpy as np
 from filters.recipe import Recipe, budget_unit, load_recipe
 from probes.atomic import output_folders, write_atomic
 from probes.errors import CurateError
+from probes.storage import resolved
 
 if TYPE_CHECKING:
     from curate.cpt.config import BenchConfig
@@ -140,7 +141,7 @@ class FilterJob:
         return recipe.replace(
             select={k: v for k, v in select.items() if v is not None},
             probe={k: v for k, v in probe.items() if v is not None},
-            dsir={"target": str(self.dsir_target.resolve())} if self.dsir_target else {},
+            dsir={"target": resolved(self.dsir_target)} if self.dsir_target else {},
         )
 
 
@@ -166,7 +167,7 @@ def default_scores_dir(shards: Path) -> Path:
     """Side files of a corpus live in the user cache, keyed by the shard directory's path."""
     from probes.models import cache_dir
 
-    key = hashlib.sha256(str(shards.resolve()).encode()).hexdigest()[:16]
+    key = hashlib.sha256(resolved(shards).encode()).hexdigest()[:16]
     return cache_dir() / "scores" / key
 
 

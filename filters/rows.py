@@ -19,6 +19,7 @@ from probes import sidefile
 from probes.errors import CurateError
 from probes.shards import Document, chunked, dotted, list_shards, read_documents
 from probes.shards import shard_root as root_of
+from probes.storage import opened
 
 TEXT_BATCH = 256
 CHUNK_ROWS = 1 << 20
@@ -116,7 +117,12 @@ def open_side_files(shard_dir: Path, scores_dir: Path, per_row: bool = False) ->
 
 def side_file_rows(corpus: Corpus) -> int:
     """Rows in all side files, from their parquet footers (no data is read)."""
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in corpus.side_paths)
+    return sum(_footer_rows(path) for path in corpus.side_paths)
+
+
+def _footer_rows(path: Path) -> int:
+    with opened(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
 
 
 def side_file_chunks(
@@ -129,8 +135,9 @@ def side_file_chunks(
     columns = corpus.columns if neurons else []
     names = ["row", "id_hash", "n_tokens", "error", *(["score"] if score else []), *columns]
     for i, path in enumerate(corpus.side_paths):
-        for batch in pq.ParquetFile(path).iter_batches(rows, columns=names):
-            yield _from_batch(batch, i, columns, corpus.per_row)
+        with opened(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(rows, columns=names):
+                yield _from_batch(batch, i, columns, corpus.per_row)
 
 
 def _from_batch(batch: pa.RecordBatch, shard: int, columns: list[str], per_row: bool) -> Rows:
@@ -160,7 +167,8 @@ def read_side_files(corpus: Corpus) -> Rows:
     names = ["row", "id_hash", "n_tokens", "score", "error", *corpus.columns]
     parts, errors = [], []
     for i, path in enumerate(corpus.side_paths):
-        table = pq.read_table(path, columns=names)
+        with opened(path) as f:
+            table = pq.read_table(f, columns=names)
         parts.append(
             _from_batch(table.combine_chunks().to_batches()[0], i, corpus.columns, corpus.per_row)
             if table.num_rows

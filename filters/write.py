@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probes.atomic import atomic_path, write_atomic
+from probes.atomic import atomic_path, complete, write_atomic
 from probes.errors import CurateError, ShardError
 from probes.formats import RawRow, format_of
 from probes.shards import iter_raw_rows
@@ -45,7 +45,6 @@ def prepare_output(out_dir: Path, digest: str, what: str) -> None:
                 f"{out_dir} holds the output of another selection; remove it or pick a new {what}"
             )
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(state, json.dumps({"selection": digest}).encode())
 
 
@@ -57,7 +56,7 @@ def write_rows(root: Path, rows_by_shard: dict[str, np.ndarray], out_dir: Path) 
     """
     for rel, rows in sorted(rows_by_shard.items()):
         target = out_dir / rel
-        if not len(rows) or target.exists():
+        if not len(rows) or complete(target):
             continue
         with atomic_path(target) as tmp:
             _write_shard(root / rel, np.asarray(rows, np.int64), tmp)

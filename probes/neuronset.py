@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 from probes.errors import CurateError
 from probes.hooks import hook_name
+from probes.storage import as_path, is_remote
 
 FORMAT = "rosetta-curate/neuron-set"
 FORMAT_VERSION = 1
@@ -90,7 +91,7 @@ def load_neuron_set(spec: str) -> NeuronSet:
     Entries may also be objects {"layer", "index", "threshold", "weight"}. A folder's set carries
     the content hash of the model it was discovered on, so probing another model is refused.
     """
-    path = Path(spec)
+    path = as_path(spec)
     if spec.lstrip().startswith("["):  # before any path check: long JSON is no valid file name
         text, origin = spec, "inline JSON"
     elif path.is_dir():
@@ -246,7 +247,8 @@ def read(path: Path) -> NeuronArtifact:
             f"{path}: neuron-set format {meta.get('format')!r} version "
             f"{meta.get('format_version')!r}; this tool reads {FORMAT!r} version {FORMAT_VERSION}"
         )
-    return NeuronArtifact(meta, load_file(tensor_path))
+    tensors = load(tensor_path.read_bytes()) if is_remote(path) else load_file(tensor_path)
+    return NeuronArtifact(meta, tensors)
 
 
 def table(artifact: NeuronArtifact) -> str:

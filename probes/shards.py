@@ -7,12 +7,13 @@ before the damage.
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes.errors import CurateError, ShardError
 from probes.formats import FORMATS, RawRow, accepted, format_of
+from probes.storage import check_store, is_remote
 
 
 def shard_root(shard_dir: Path) -> Path:
@@ -26,6 +27,8 @@ def list_shards(root: Path) -> list[Path]:
 
     Hidden entries (a leading dot, as temporary outputs have) are not shards.
     """
+    if is_remote(root):
+        check_store(root, "")
     if not root.exists():
         raise CurateError(f"{root} does not exist")
     if root.is_file() or _is_shard(root):
@@ -34,14 +37,37 @@ def list_shards(root: Path) -> list[Path]:
         except ValueError as e:
             raise CurateError(str(e)) from None
         return [root]
-    shards = [
-        p
-        for p in root.rglob("*")
-        if not any(part.startswith(".") for part in p.relative_to(root).parts) and _is_shard(p)
-    ]
+    shards = _remote_shards(root) if is_remote(root) else _local_shards(root)
     if not shards:
         raise CurateError(f"no shards under {root} (expected {accepted()})")
     return sorted(shards, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _local_shards(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if not _hidden(p.relative_to(root).parts) and _is_shard(p)]
+
+
+def _remote_shards(root: Path) -> list[Path]:
+    """Shards under a remote root from one recursive listing: a shard file is known by its name
+    alone, so only folders (for a folder format's claim) cost another request."""
+    found = []
+    prefix = root.path.rstrip("/") + "/"
+    for name, info in root.fs.find(root.path, withdirs=True, detail=True).items():
+        rel = name.removeprefix(prefix)
+        if rel == name or _hidden(rel.split("/")):
+            continue
+        path = root / rel
+        if info["type"] == "directory":
+            if any(f.folder and f.claims(path) for f in FORMATS):
+                found.append(path)
+        elif any(not f.folder and rel.endswith(f.suffix) for f in FORMATS):
+            found.append(path)
+    return found
+
+
+def _hidden(parts: Sequence[str]) -> bool:
+    """Hidden entries (a leading dot, as temporary outputs and completion markers have)."""
+    return any(part.startswith(".") for part in parts)
 
 
 def _is_shard(path: Path) -> bool:

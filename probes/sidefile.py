@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from probes.errors import ShardError
 from probes.shards import shard_root
+from probes.storage import opened
 
 SUFFIX = ".scores.parquet"
 META_KEY = b"rosetta_curate"
@@ -61,7 +62,8 @@ def schema(columns: Sequence[str], meta: dict) -> pa.Schema:
 
 
 def read_meta(path: Path) -> dict:
-    return json.loads(pq.read_schema(path).metadata[META_KEY])
+    with opened(path) as f:
+        return json.loads(pq.read_schema(f).metadata[META_KEY])
 
 
 def neuron_columns(meta: dict) -> list[str]:

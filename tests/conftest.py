@@ -10,6 +10,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from s3_server import s3  # noqa: E402, F401 - one S3 server per session, for any test module
 
 from curate.demo_shards import build_demo_shards  # noqa: E402
 from probes.models import LoadedModel, load_model  # noqa: E402

@@ -61,13 +61,13 @@ class _ZstdFrames(io.RawIOBase):
 
 
 def _plain_rows(path: Path) -> Iterator[tuple[int, bytes]]:
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         for row, line in enumerate(f):
             yield row, line.removesuffix(b"\n")
 
 
 def _compressed_rows(path: Path, kind: str) -> Iterator[tuple[int, bytes]]:
-    with open(path, "rb") as raw:
+    with path.open("rb") as raw:
         if kind == "gzip":
             stream: BinaryIO = gzip.GzipFile(fileobj=raw)
         else:

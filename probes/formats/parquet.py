@@ -8,12 +8,13 @@ import pyarrow.parquet as pq
 
 from probes.errors import ShardError
 from probes.formats.base import ShardFormat
+from probes.storage import opened
 
 BATCH_ROWS = 1024
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         row = 0
         try:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS):
@@ -25,7 +26,8 @@ def _rows(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _write(records: Iterable[dict], source: Path, dest: Path) -> None:
-    schema = pq.read_schema(source)
+    with opened(source) as f:
+        schema = pq.read_schema(f)
     with pq.ParquetWriter(dest, schema) as writer:
         batch: list[dict] = []
         for record in records:
@@ -41,7 +43,8 @@ def _modality(path: Path) -> str:
     """ "image" when a column is a Hugging Face `Image` struct (bytes, path); an unreadable file
     counts as text, so the text reader reports the damage."""
     try:
-        schema = pq.read_schema(path)
+        with opened(path) as f:
+            schema = pq.read_schema(f)
     except (pa.ArrowException, OSError):
         return "text"
     images = [f for f in schema if pa.types.is_struct(f.type) and {"bytes", "path"} <= _names(f)]

@@ -41,7 +41,7 @@ def _record(key: str, members: list[tuple[tarfile.TarInfo, bytes]]) -> dict:
 
 def _rows(path: Path) -> Iterator[tuple[int, dict]]:
     row, key, members = 0, None, []
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         try:
             with tarfile.open(fileobj=f, mode="r|") as tar:
                 for info in tar:

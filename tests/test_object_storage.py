@@ -1,0 +1,148 @@
+"""Shards, side files, kept shards and manifest in an S3 bucket (a real S3-protocol server,
+tests/s3_server.py): the same selection as on local disk, reruns that rewrite nothing, and a
+missing bucket or wrong credentials refused in one line with nothing written."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from s3_server import fresh_clients
+from small_corpus import scored_small_corpus
+
+from curate.cli import main
+from curate.demo_shards import SHARDS
+from probes.atomic import atomic_path, complete
+from probes.storage import COMPLETE, as_path
+
+BUDGET = ["--recipe", "rosetta-default", "--budget", "40%"]
+
+
+def _curate(*args: str):
+    return CliRunner().invoke(main, [*map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def remote_run(s3, tmp_path_factory):
+    """The small corpus uploaded, then `curate filter` with shards, side files and output all in
+    the bucket; the same filter on local disk beside it."""
+    shards, scores = scored_small_corpus()
+    corpus = s3.upload(shards, "corpus")
+    result = _curate(
+        "filter", corpus, "--scores", f"{corpus}-scores", "--out", f"{corpus}-kept", *BUDGET
+    )
+    assert result.exit_code == 0, result.output
+    local = tmp_path_factory.mktemp("local") / "kept"
+    reference = _curate("filter", shards, "--scores", scores, "--out", local, *BUDGET)
+    assert reference.exit_code == 0, reference.output
+    return corpus, local, result
+
+
+def test_filter_in_a_bucket_keeps_what_it_keeps_on_local_disk(s3, remote_run):
+    corpus, local, result = remote_run
+    assert f"shards: {len(SHARDS)} scored, 0 already done" in result.output
+    kept = s3.objects("corpus-kept/")
+    written = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+    assert {k.removeprefix("corpus-kept/") for k in kept} == written
+    for rel in written:  # kept shards, manifest and report: byte for byte
+        remote = s3.client().get_object(Bucket=s3.bucket, Key=f"corpus-kept/{rel}")["Body"].read()
+        assert remote == (local / rel).read_bytes(), rel
+    manifest = json.loads((local / "manifest.json").read_text())
+    assert 0 < manifest["kept_docs"] < manifest["input_docs"]
+    side = s3.objects("corpus-scores/")
+    assert len(side) == len(SHARDS) and all(k.endswith(".scores.parquet") for k in side)
+
+
+def test_side_files_in_the_bucket_match_those_scored_locally(s3, remote_run):
+    shards, scores = scored_small_corpus()
+    corpus, _, _ = remote_run
+    for path in sorted(scores.rglob("*.scores.parquet")):
+        rel = path.relative_to(scores).as_posix()
+        with as_path(f"{corpus}-scores/{rel}").open("rb") as f:
+            remote = pq.read_table(f)
+        assert remote.drop(["score"]).equals(pq.read_table(path).drop(["score"])), rel
+        assert remote["score"].to_pylist() == pytest.approx(
+            pq.read_table(path)["score"].to_pylist()
+        )
+
+
+def test_a_rerun_rewrites_nothing(s3, remote_run):
+    corpus, _, _ = remote_run
+    before = s3.objects()
+    again = _curate(
+        "filter", corpus, "--scores", f"{corpus}-scores", "--out", f"{corpus}-kept", *BUDGET
+    )
+    assert again.exit_code == 0, again.output
+    assert "shards:" not in again.output  # every side file reused: nothing probed
+    assert s3.objects() == before
+
+
+def test_a_remote_corpus_may_keep_its_side_files_locally(s3, remote_run, tmp_path):
+    corpus, local, _ = remote_run
+    scores = tmp_path / "scores"
+    result = _curate("filter", corpus, "--scores", scores, "--out", f"{corpus}-kept-2", *BUDGET)
+    assert result.exit_code == 0, result.output
+    assert len(list(scores.rglob("*.scores.parquet"))) == len(SHARDS)
+    manifest = s3.client().get_object(Bucket=s3.bucket, Key="corpus-kept-2/manifest.json")
+    assert manifest["Body"].read() == (local / "manifest.json").read_bytes()
+
+
+def test_a_missing_bucket_is_one_line_and_writes_nothing(s3, remote_run):
+    corpus, _, _ = remote_run
+    before = s3.objects()
+    result = _curate(
+        "filter",
+        corpus,
+        "--scores",
+        f"{corpus}-scores",
+        "--out",
+        "s3://no-such-bucket/kept",
+        *BUDGET,
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --out s3://no-such-bucket/kept: bucket s3://no-such-bucket does not exist"
+    ]
+    assert s3.objects() == before
+    buckets = [b["Name"] for b in s3.client().list_buckets()["Buckets"]]
+    assert buckets == [s3.bucket]
+
+
+def test_wrong_credentials_are_one_line_and_write_nothing(s3, remote_run, monkeypatch):
+    corpus, _, _ = remote_run
+    before = s3.objects()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    fresh_clients()
+    try:
+        result = _curate(
+            "filter", corpus, "--scores", f"{corpus}-scores", "--out", f"{corpus}-kept-3", *BUDGET
+        )
+    finally:
+        monkeypatch.undo()
+        fresh_clients()
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: {corpus}: access to s3://{s3.bucket} denied"
+    )
+    assert "credentials" in lines[0]
+    assert s3.objects() == before
+
+
+def test_an_upload_is_whole_or_absent(s3):
+    """A file reaches the bucket only when its block succeeds; a folder is complete only once
+    its marker, written after its files, is there."""
+    target = as_path(f"s3://{s3.bucket}/atomic/half.jsonl")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b'{"text": "half"}\n')
+            raise RuntimeError("killed")
+    assert not s3.objects("atomic/")
+    folder = as_path(f"s3://{s3.bucket}/atomic/class-a")
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        (tmp / "1.png").write_bytes(b"png")
+    assert set(s3.objects("atomic/")) == {"atomic/class-a/1.png", f"atomic/class-a/{COMPLETE}"}
+    assert complete(folder)
+    s3.client().delete_object(Bucket=s3.bucket, Key=f"atomic/class-a/{COMPLETE}")
+    assert not complete(folder)
