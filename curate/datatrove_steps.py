@@ -10,7 +10,8 @@ a two-stage plan:
 3. filter stage (many tasks): reader of the tagged docs -> `BudgetFilter` -> writer.
 
 Every step holds only plain settings, so executors can pickle it to workers; the model and the
-plan load lazily in the worker. Paths must be on a filesystem that all workers share.
+plan load lazily in the worker. Paths are local or fsspec URLs (s3://...) that all workers
+reach.
 """
 
 import json
@@ -34,6 +35,7 @@ from probes.atomic import atomic_path, write_atomic
 from probes.errors import CurateError
 from probes.prober import CHUNK_DOCS
 from probes.shards import dotted, list_shards, read_documents, shard_root
+from probes.storage import as_path, opened
 
 PLAN_FILE = "plan.json"
 
@@ -66,7 +68,7 @@ def image_bytes(doc: Document) -> bytes | None:
             return media.media_bytes
         if media.path:
             try:
-                return Path(media.path).read_bytes()
+                return as_path(media.path).read_bytes()
             except OSError:
                 return None
     return None
@@ -97,7 +99,7 @@ class ShardReader(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
         if data:
             yield from data
-        shard_dir = Path(self.shard_dir)
+        shard_dir = as_path(self.shard_dir)
         root = shard_root(shard_dir)
         for shard in list_shards(shard_dir)[rank::world_size]:
             rel = shard.relative_to(root).as_posix()
@@ -136,7 +138,9 @@ class RosettaScorer(PipelineStep):
     Documents are scored in chunks of up to `chunk_docs` consecutive documents of one file, as the
     probe stage does, so scores match the side files of `curate probe` with the same backend
     settings bit for bit. `backend` and `dtype` (None: the recipe's probe.backend and
-    probe.dtype) are resolved once, here, and every rank scores with them.
+    probe.dtype) are resolved once, here, and every rank scores with them. `threads` caps the
+    CPU threads of each worker's model (None: torch's default, every core), so N workers on one
+    node can share its cores instead of each taking all of them.
     """
 
     name = "Rosetta scorer"
@@ -149,9 +153,11 @@ class RosettaScorer(PipelineStep):
         tokens_per_batch: int | None = None,
         chunk_docs: int = CHUNK_DOCS,
         backend: str | None = None,
+        threads: int | None = None,
     ):
         super().__init__()
         self.recipe = _recipe(recipe)
+        self.threads = threads
         self.settings = _backend_settings(self.recipe, backend, dtype)
         self.tokens_per_batch = tokens_per_batch
         self.chunk_docs = chunk_docs
@@ -168,6 +174,10 @@ class RosettaScorer(PipelineStep):
             from probes.neuronset import load_neuron_set
 
             p, settings = self.recipe.probe, self.settings
+            if self.threads is not None:
+                import torch
+
+                torch.set_num_threads(self.threads)
             neurons = load_neuron_set(p.neurons)
             loaded = load_for(settings, p.model)
             self._engine = probe_engine(loaded, neurons, p.agg, self.tokens_per_batch, settings)
@@ -231,7 +241,7 @@ class ScoreStats(PipelineStep):
             rows["score"].append(doc.metadata.get("rosetta_score"))
             rows["neurons"].append(json.dumps(neurons) if neurons else None)
             yield doc
-        with atomic_path(Path(self.stats_dir) / f"{rank:05d}.parquet") as tmp:
+        with atomic_path(as_path(self.stats_dir) / f"{rank:05d}.parquet") as tmp:
             pq.write_table(pa.table(rows), tmp)
 
 
@@ -257,7 +267,7 @@ class BudgetPlan(PipelineStep):
             return
         from filters.selection import select_exact
 
-        corpus, rows = stats_rows(Path(self.stats_dir), self.recipe)
+        corpus, rows = stats_rows(as_path(self.stats_dir), self.recipe)
         chosen = select_exact(corpus, rows, self.recipe)
         result = {
             "input_docs": chosen.input_docs,
@@ -269,9 +279,13 @@ class BudgetPlan(PipelineStep):
             "threshold": chosen.threshold,
             "cut": chosen.spec.to_dict(),
         }
-        Path(self.plan_dir).mkdir(parents=True, exist_ok=True)
-        write_atomic(Path(self.plan_dir) / PLAN_FILE, json.dumps(result, indent=2).encode())
+        write_atomic(as_path(self.plan_dir) / PLAN_FILE, json.dumps(result, indent=2).encode())
         self.stat_update("kept_docs", value=chosen.kept_docs)
+
+
+def _read_table(path: Path) -> pa.Table:
+    with opened(path) as f:
+        return pq.read_table(f)
 
 
 def stats_rows(stats_dir: Path, recipe: Recipe) -> tuple[Corpus, Rows]:
@@ -279,7 +293,7 @@ def stats_rows(stats_dir: Path, recipe: Recipe) -> tuple[Corpus, Rows]:
     files = sorted(stats_dir.glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no rank statistics in {stats_dir}: run the scoring stage first")
-    table = pa.concat_tables([pq.read_table(f) for f in files])
+    table = pa.concat_tables([_read_table(f) for f in files])
     neurons = [json.loads(n) if n else None for n in table.column("neurons").to_pylist()]
     columns = list(next((n for n in neurons if n), {}))
     matrix = np.array(
@@ -344,7 +358,7 @@ class BudgetFilter(BaseFilter):
     @property
     def spec(self) -> CutSpec:
         if self._spec is None:
-            plan = json.loads((Path(self.plan_dir) / PLAN_FILE).read_text())
+            plan = json.loads((as_path(self.plan_dir) / PLAN_FILE).read_text())
             self._spec = CutSpec.from_dict(plan["cut"])
         return self._spec
 

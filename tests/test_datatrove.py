@@ -26,12 +26,13 @@ from curate.datatrove_steps import (
 )
 from curate.pipeline import FilterJob, filter
 from filters.recipe import load_recipe
+from probes.storage import as_path
 
 
 def _kept_ids(folder: Path) -> set[str]:
     ids = set()
     for path in folder.rglob("*.jsonl.gz"):
-        with gzip.open(path, "rt") as f:
+        with path.open("rb") as raw, gzip.open(raw, "rt") as f:
             ids.update(json.loads(line)["id"] for line in f)
     return ids
 
@@ -102,6 +103,31 @@ def test_local_executor_two_tasks_keeps_what_curate_filter_keeps(reference, tmp_
     assert first["metadata"]["n_tokens"] > 0 and isinstance(
         first["metadata"]["rosetta_score"], float
     )
+
+
+def test_the_plan_runs_with_shards_statistics_and_outputs_in_a_bucket(reference, s3):
+    """Every step's path an s3:// URL (tests/s3_server.py), the logs too: same kept set."""
+    shards, recipe, manifest, kept = reference
+    corpus = as_path(s3.upload(shards, "dt-corpus"))
+    work = as_path(f"s3://{s3.bucket}/dt")
+    plan = _pipeline(corpus, work, recipe, LocalPipelineExecutor, tasks=2, workers=1)
+    assert plan["kept_tokens"] == manifest["kept_tokens"]
+    assert _kept_ids(work / "kept") == kept
+    assert sorted(s3.objects("dt/stats/")) == ["dt/stats/00000.parquet", "dt/stats/00001.parquet"]
+    assert "dt/plan/plan.json" in s3.objects("dt/plan/")
+
+
+def test_threads_caps_the_workers_model_threads(demo_texts):
+    """N workers on one node share its cores: each worker's model runs `threads` threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        scorer = RosettaScorer(load_recipe("rosetta-default"), threads=1)
+        assert _score(scorer, demo_texts[:2])[0]["n_tokens"] > 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_scorer_with_a_loaded_model_ships_without_weights_and_scores_alike(demo_texts):
