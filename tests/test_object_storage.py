@@ -3,10 +3,12 @@ tests/s3_server.py): the same selection as on local disk, reruns that rewrite no
 missing bucket or wrong credentials refused in one line with nothing written."""
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from image_corpus import image_folder, photo
 from s3_server import fresh_clients
 from small_corpus import scored_small_corpus
 
@@ -64,6 +66,22 @@ def test_side_files_in_the_bucket_match_those_scored_locally(s3, remote_run):
         assert remote["score"].to_pylist() == pytest.approx(
             pq.read_table(path)["score"].to_pylist()
         )
+
+
+def test_probe_reads_a_neuron_set_folder_from_the_bucket(s3, remote_run):
+    """`curate probe` with the shipped neuron set uploaded: the same rows as the local probe."""
+    from importlib.resources import files
+
+    _, scores = scored_small_corpus()
+    corpus, _, _ = remote_run
+    neurons = s3.upload(Path(str(files("probes") / "data" / "default-neurons")), "sets/default")
+    out = f"{corpus}-probed"
+    result = _curate("probe", corpus, "--neurons", neurons, "--out", out)
+    assert result.exit_code == 0, result.output
+    for path in sorted(scores.rglob("*.scores.parquet")):
+        with as_path(f"{out}/{path.relative_to(scores).as_posix()}").open("rb") as f:
+            remote = pq.read_table(f)
+        assert remote.drop(["score"]).equals(pq.read_table(path).drop(["score"]))
 
 
 def test_a_rerun_rewrites_nothing(s3, remote_run):
@@ -146,3 +164,44 @@ def test_an_upload_is_whole_or_absent(s3):
     assert complete(folder)
     s3.client().delete_object(Bucket=s3.bucket, Key=f"atomic/class-a/{COMPLETE}")
     assert not complete(folder)
+
+
+def test_an_image_folder_in_a_bucket_is_cut_into_class_folders_with_markers(s3, tmp_path):
+    """A folder format remotely: class folders listed and read in the bucket, each kept class
+    folder uploaded with its completion marker, the same images kept as on local disk, and a
+    rerun that rewrites nothing."""
+    pool = image_folder(
+        tmp_path / "pool", {c: [photo(10 * k + i) for i in range(3)] for k, c in enumerate("ab")}
+    )
+    recipe = tmp_path / "vision.toml"
+    recipe.write_text(
+        'version = 1\ninclude = "rosetta-image"\n[probe]\nneurons = "[[12, 7], [15, 100]]"\n'
+        '[select]\nbudget = "50%"\n'
+    )
+    url = s3.upload(pool, "images")
+    remote = [
+        "filter",
+        url,
+        "--recipe",
+        recipe,
+        "--scores",
+        f"{url}-scores",
+        "--out",
+        f"{url}-kept",
+    ]
+    result = _curate(*remote)
+    assert result.exit_code == 0, result.output
+    local = tmp_path / "kept"
+    reference = _curate(
+        "filter", pool, "--recipe", recipe, "--scores", tmp_path / "s", "--out", local
+    )
+    assert reference.exit_code == 0, reference.output
+    images = {p.relative_to(local).as_posix() for p in local.glob("*/*.png")}
+    kept = s3.objects("images-kept/")
+    pngs = {k.removeprefix("images-kept/") for k in kept if k.endswith(".png")}
+    assert images and pngs - {"report.png"} == images
+    markers = {k for k in kept if k.endswith(COMPLETE)}
+    assert markers == {f"images-kept/{c}/{COMPLETE}" for c in {i.split("/")[0] for i in images}}
+    before = s3.objects()
+    assert _curate(*remote).exit_code == 0
+    assert s3.objects() == before

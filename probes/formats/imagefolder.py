@@ -15,6 +15,7 @@ from pathlib import Path
 
 from probes.errors import ShardError
 from probes.formats.base import ShardFormat, is_image_name
+from probes.storage import is_remote
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -53,7 +54,8 @@ def _write(records: Iterable[dict], source: Path, dest: Path) -> None:
     for record in records:
         name = record["image"]["path"]
         (dest / name).write_bytes(record["image"]["bytes"])
-        shutil.copystat(source / name, dest / name)  # same mtime: reruns compare equal
+        if not is_remote(source):  # an object's mtime is its upload time, not a copyable stat
+            shutil.copystat(source / name, dest / name)  # same mtime: reruns compare equal
 
 
 FORMAT = ShardFormat(
