@@ -8,11 +8,11 @@ shards once per worker count, each worker's model capped at cores / workers thre
 efficiency (speed-up / workers) per stage, then a paper estimate of the node-hours to score 1B
 and 100B tokens with each backend at the best measured worker count of this node.
 
-Every worker count must keep the same documents as the first, per backend (checked; backends
-differ a little in precision, so their kept sets may differ at the cut). Times include each
-task's model load, as a real run pays it (the local executor's pool sends each task its own
-copy of the steps; one worker runs the tasks in the calling process and loads the model once),
-but not a backend's one-time export (onnx), which is cached before timing.
+Every worker count must keep the same documents as the first, per backend (else the script
+stops with an error; backends differ a little in precision, so their kept sets may differ).
+Times include each task's model load, as a real run pays it (the local executor's pool sends
+each task its own copy of the steps; one worker runs the tasks in the calling process and loads
+the model once), but not a backend's one-time export (onnx), which is cached before timing.
 
     python benchmarks/bench_executor.py [--corpus DIR] [--shards 8] [--docs-per-shard 40]
         [--workers 1,2] [--backends torch,onnx]
@@ -27,6 +27,7 @@ import gzip
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -189,8 +190,9 @@ def main() -> None:
             }
             result[f"{backend}_w{w}"] = row
             result["tokens"] = tokens
-            same = "same kept set" if kept == reference_kept else "KEPT SET DIFFERS"
-            print(TABLE.format(backend, w, threads, *row.values()), same)
+            print(TABLE.format(backend, w, threads, *row.values()))
+            if kept != reference_kept:
+                raise SystemExit(f"{backend}, {w} workers: another kept set than 1 worker's")
         best = max(result[f"{backend}_w{w}"]["score_tok_s"] for w in workers)
         result[f"{backend}_node_hours_1b"] = round(1e9 / best / 3600, 1)
         result[f"{backend}_node_hours_100b"] = round(1e11 / best / 3600)
@@ -201,6 +203,7 @@ def main() -> None:
             f"100B tokens: {result[f'{backend}_node_hours_100b']:,} h"
         )
     print(json.dumps(result))
+    shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

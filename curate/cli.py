@@ -27,6 +27,9 @@ class CurateGroup(click.Group):
         except CurateError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except PermissionError as exc:  # a store that let the checks through refused a write
+            click.echo(f"error: permission denied: {exc}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=CurateGroup)

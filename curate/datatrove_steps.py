@@ -38,6 +38,16 @@ from probes.shards import dotted, list_shards, read_documents, shard_root
 from probes.storage import as_path, opened
 
 PLAN_FILE = "plan.json"
+# One rank's statistics; typed, so a rank that got no documents concatenates with the others.
+STATS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("n_tokens", pa.int64()),
+        ("source", pa.string()),
+        ("score", pa.float64()),
+        ("neurons", pa.string()),
+    ]
+)
 
 
 def _recipe(recipe: str | Recipe) -> Recipe:
@@ -242,7 +252,7 @@ class ScoreStats(PipelineStep):
             rows["neurons"].append(json.dumps(neurons) if neurons else None)
             yield doc
         with atomic_path(as_path(self.stats_dir) / f"{rank:05d}.parquet") as tmp:
-            pq.write_table(pa.table(rows), tmp)
+            pq.write_table(pa.table(rows, schema=STATS_SCHEMA), tmp)
 
 
 class BudgetPlan(PipelineStep):

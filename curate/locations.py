@@ -14,7 +14,7 @@ class Location(click.ParamType):
     name = "path or URL"
 
     def convert(self, value, param, ctx) -> Path:
-        return value if isinstance(value, Path) else as_path(value)
+        return as_path(value)
 
 
 LOCATION = Location()

@@ -109,9 +109,8 @@ class Dsir(Method):
         return rows.external[rows.ok]
 
     def text_scorer(self, recipe):
-        from pathlib import Path
-
         from filters.dsir import DsirScorer
+        from probes.storage import as_path
 
         d = recipe.dsir
-        return DsirScorer(Path(d.target), d.text_key, d.buckets)
+        return DsirScorer(as_path(d.target), d.text_key, d.buckets)

@@ -19,6 +19,7 @@ from probes import sidefile
 from probes.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
 from probes.backends import BACKENDS
 from probes.errors import CurateError
+from probes.storage import as_path, resolved
 
 RECIPE_VERSION = 1
 RECIPES_DIR = Path(str(files("recipes")))  # package data: found in a wheel install too
@@ -201,7 +202,7 @@ def _absolutize(raw: dict[str, Any], folder: Path) -> None:
         probe["neurons"] = resolve_neurons(probe["neurons"], folder)
     dsir = raw.get("dsir")
     if isinstance(dsir, dict) and isinstance(dsir.get("target"), str) and dsir["target"]:
-        dsir["target"] = str((folder / dsir["target"]).resolve())
+        dsir["target"] = resolved(as_path(dsir["target"]), folder)
 
 
 def resolve_neurons(spec: str, folder: Path) -> str:

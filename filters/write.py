@@ -3,9 +3,9 @@
 Rows are copied as they are, by the shard's format (`probes.formats`: JSON lines, tar members
 and ImageFolder images byte for byte, parquet rows with the shard's schema), so the same
 selection always gives the same bytes. Each shard (a file, or an ImageFolder class folder) is
-written under a temporary name and renamed when complete; a state file written first names the
-selection (a digest of its rows), so a rerun after a kill keeps the finished shards of the same
-selection and refuses to mix selections in one folder.
+written under a temporary name and renamed (or, to an object store, uploaded) when complete; a
+state file written first names the selection (a digest of its rows), so a rerun after a kill
+keeps the finished shards of the same selection and refuses to mix selections in one folder.
 """
 
 import hashlib

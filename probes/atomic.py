@@ -15,7 +15,8 @@ from probes.storage import COMPLETE, check_store, is_remote
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it over `target` if the block succeeds.
+    """Yield a temporary path for `target`; if the block succeeds, rename it over `target`
+    (locally) or upload it (to an object store).
 
     The block may make a file or a folder there (a folder's rename is as atomic as a file's).
     Temporary outputs that a killed earlier run left for the same target are removed first.

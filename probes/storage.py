@@ -21,9 +21,12 @@ _LOCAL = {"", "file", "local"}
 
 
 def as_path(location: str | os.PathLike) -> Path:
-    """A `Path` for a local path or file:// URL, a `UPath` for any other fsspec URL."""
+    """A `Path` for a local path or file:// URL, a `UPath` for any other fsspec URL; a path
+    object (local or a `UPath`) is returned as it is."""
+    if isinstance(location, Path) or hasattr(location, "fs"):
+        return location
     if not isinstance(location, str):
-        return location if isinstance(location, Path) else Path(location)
+        return Path(location)
     protocol, sep, rest = location.partition("://")
     if not sep:
         return Path(location)
@@ -39,15 +42,18 @@ def is_remote(path: Path) -> bool:
     return getattr(path, "protocol", "") not in _LOCAL
 
 
-def resolved(path: Path) -> str:
-    """An absolute name of `path`: what keys a cache or names a file in a recipe."""
-    return str(path) if is_remote(path) else str(path.resolve())
+def resolved(path: Path, folder: Path | None = None) -> str:
+    """An absolute name of `path` (a relative one taken from `folder`, else the working
+    directory): what keys a cache or names a file in a recipe. A URL is already absolute."""
+    if is_remote(path):
+        return str(path)
+    return str(((folder or Path.cwd()) / path).resolve())
 
 
 @contextmanager
 def opened(path: Path) -> Iterator[Path | BinaryIO]:
-    """What pyarrow reads `path` from: the local path itself (memory-mapped, fast), or an fsspec
-    file object of a remote one, closed after the block."""
+    """What pyarrow reads `path` from: the local path itself (pyarrow's own file reader), or an
+    fsspec file object of a remote one, closed after the block."""
     if not is_remote(path):
         yield path
         return

@@ -42,18 +42,19 @@ class S3Server:
         )
         return session.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
 
-    def objects(self, prefix: str = "") -> dict[str, tuple[str, object]]:
-        """key -> (ETag, LastModified) of every object under `prefix`: what a rewrite changes."""
+    def objects(self, prefix: str = "") -> dict[str, tuple[str, ...]]:
+        """key -> the version ids of every object under `prefix`. The bucket keeps versions, so
+        any write, even of the same bytes in the same second, adds one."""
         pages = (
             self.client()
-            .get_paginator("list_objects_v2")
+            .get_paginator("list_object_versions")
             .paginate(Bucket=self.bucket, Prefix=prefix)
         )
-        return {
-            o["Key"]: (o["ETag"], o["LastModified"])
-            for page in pages
-            for o in page.get("Contents", [])
-        }
+        versions: dict[str, list[str]] = {}
+        for page in pages:
+            for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                versions.setdefault(v["Key"], []).append(v["VersionId"])
+        return {key: tuple(sorted(ids)) for key, ids in versions.items()}
 
     def upload(self, folder: Path, prefix: str) -> str:
         """Copy a local folder under `prefix`; returns its s3:// URL."""
@@ -99,6 +100,9 @@ def s3():
         iam.attach_user_policy(UserName="curate", PolicyArn=policy["Policy"]["Arn"])
         store = S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"], BUCKET)
         store.client().create_bucket(Bucket=BUCKET)
+        store.client().put_bucket_versioning(
+            Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"}
+        )
         with pytest.MonkeyPatch.context() as patch:
             for name, value in store.env().items():
                 patch.setenv(name, value)

@@ -106,11 +106,12 @@ def test_local_executor_two_tasks_keeps_what_curate_filter_keeps(reference, tmp_
 
 
 def test_the_plan_runs_with_shards_statistics_and_outputs_in_a_bucket(reference, s3):
-    """Every step's path an s3:// URL (tests/s3_server.py), the logs too: same kept set."""
+    """Every step's path an s3:// URL (tests/s3_server.py), the logs too: same kept set, the
+    steps pickled to 2 worker processes that reach the store from the environment."""
     shards, recipe, manifest, kept = reference
     corpus = as_path(s3.upload(shards, "dt-corpus"))
     work = as_path(f"s3://{s3.bucket}/dt")
-    plan = _pipeline(corpus, work, recipe, LocalPipelineExecutor, tasks=2, workers=1)
+    plan = _pipeline(corpus, work, recipe, LocalPipelineExecutor, tasks=2, workers=2)
     assert plan["kept_tokens"] == manifest["kept_tokens"]
     assert _kept_ids(work / "kept") == kept
     assert sorted(s3.objects("dt/stats/")) == ["dt/stats/00000.parquet", "dt/stats/00001.parquet"]
@@ -123,6 +124,7 @@ def test_threads_caps_the_workers_model_threads(demo_texts):
 
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)
         scorer = RosettaScorer(load_recipe("rosetta-default"), threads=1)
         assert _score(scorer, demo_texts[:2])[0]["n_tokens"] > 0
         assert torch.get_num_threads() == 1

@@ -205,3 +205,19 @@ def test_an_image_folder_in_a_bucket_is_cut_into_class_folders_with_markers(s3, 
     before = s3.objects()
     assert _curate(*remote).exit_code == 0
     assert s3.objects() == before
+
+
+def test_a_dsir_target_in_the_bucket_selects_as_a_local_one(s3, remote_run, tmp_path):
+    shards, scores = scored_small_corpus()
+    target = s3.upload(shards / "topics", "dsir-target")
+    runs = {}
+    for name, where in [("remote", target), ("local", shards / "topics")]:
+        out = tmp_path / name
+        args = ["--recipe", "dsir", "--budget", "5k", "--dsir-target", where, "--out", out]
+        result = _curate("filter", shards, "--scores", scores, *args)
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads((out / "manifest.json").read_text())
+    assert runs["remote"]["kept_docs"] > 0
+    assert runs["remote"]["recipe"]["dsir"]["target"] == target
+    for key in ("kept_docs", "kept_tokens", "threshold", "tokens_by_source"):
+        assert runs["remote"][key] == runs["local"][key], key

@@ -17,6 +17,10 @@ fi
 if scontrol ping 2>/dev/null | grep -q UP && sinfo -h -o %T 2>/dev/null | grep -q idle; then
   exit 0
 fi
+if [[ -f /etc/slurm/slurm.conf ]] && ! grep -q '^ClusterName=curate-local$' /etc/slurm/slurm.conf; then
+  echo "/etc/slurm/slurm.conf configures another cluster; not touching it" >&2
+  exit 1
+fi
 host=$(hostname -s)
 cpus=$(nproc)
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
