@@ -107,11 +107,14 @@ def test_local_executor_two_tasks_keeps_what_curate_filter_keeps(reference, tmp_
 
 def test_the_plan_runs_with_shards_statistics_and_outputs_in_a_bucket(reference, s3):
     """Every step's path an s3:// URL (tests/s3_server.py), the logs too: same kept set, the
-    steps pickled to 2 worker processes that reach the store from the environment."""
+    steps pickled to 2 worker processes that reach the store from the environment. Spawned:
+    a forkserver started by an earlier test would hand its workers the environment of before
+    the store's variables were set."""
     shards, recipe, manifest, kept = reference
     corpus = as_path(s3.upload(shards, "dt-corpus"))
     work = as_path(f"s3://{s3.bucket}/dt")
-    plan = _pipeline(corpus, work, recipe, LocalPipelineExecutor, tasks=2, workers=2)
+    kwargs = {"tasks": 2, "workers": 2, "start_method": "spawn"}
+    plan = _pipeline(corpus, work, recipe, LocalPipelineExecutor, **kwargs)
     assert plan["kept_tokens"] == manifest["kept_tokens"]
     assert _kept_ids(work / "kept") == kept
     assert sorted(s3.objects("dt/stats/")) == ["dt/stats/00000.parquet", "dt/stats/00001.parquet"]
