@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from curate import pipeline
+from curate.locations import LOCATION
 from probes.backends import TORCH_DTYPE_CHOICES
 from probes.errors import CurateError
 
@@ -30,7 +31,7 @@ def _layers(value: str | None) -> tuple[int, ...] | None:
     help="Alias or model folder; repeat it. The first is the anchor, the rest are partners.",
 )
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="Shards.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=LOCATION)
 @click.option(
     "--max-tokens",
     default=50_000,
@@ -288,7 +289,7 @@ def show(set_dir: Path, as_json: bool, limit: int) -> None:
 @click.option("--target", required=True, type=click.Path(path_type=Path), help="Domain shards.")
 @click.option("--background", required=True, type=click.Path(path_type=Path), help="Shards.")
 @click.option("-k", "k", default=10, show_default=True, help="Neurons to keep.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=LOCATION)
 @click.option("--max-tokens", default=20_000, show_default=True, help="Per side.")
 @click.option("--dtype", type=DTYPE_CHOICE, default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing neuron set at --out.")

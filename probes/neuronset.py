@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load, load_file, save_file
 
+from probes.atomic import atomic_path
 from probes.errors import CurateError
 from probes.hooks import hook_name
 from probes.storage import as_path, is_remote
@@ -214,23 +215,33 @@ def check_out(out: Path, force: bool) -> None:
 
 
 def write(artifact: NeuronArtifact, out: Path, force: bool = False) -> None:
-    """Write the folder atomically: a killed run leaves the previous folder or none."""
+    """Write the folder atomically: a killed run leaves the previous folder or none (in an
+    object store: uploaded from a local folder, its completion marker last)."""
     check_out(out, force)
+    if is_remote(out):
+        with atomic_path(out) as tmp:
+            tmp.mkdir()
+            _write_files(artifact, tmp)
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        tensors = {k: v.contiguous() for k, v in artifact.tensors.items()}
-        save_file(tensors, tmp / TENSORS, metadata={"format": FORMAT})
-        (tmp / META).write_text(json.dumps(artifact.meta, indent=2) + "\n", encoding="utf-8")
-        (tmp / TABLE).write_text(table(artifact), encoding="utf-8")
-        for file in tmp.iterdir():  # mkdtemp and safetensors create owner-only files
-            file.chmod(0o644)
-        tmp.chmod(0o755)
+        _write_files(artifact, tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_files(artifact: NeuronArtifact, folder: Path) -> None:
+    tensors = {k: v.contiguous() for k, v in artifact.tensors.items()}
+    save_file(tensors, folder / TENSORS, metadata={"format": FORMAT})
+    (folder / META).write_text(json.dumps(artifact.meta, indent=2) + "\n", encoding="utf-8")
+    (folder / TABLE).write_text(table(artifact), encoding="utf-8")
+    for file in folder.iterdir():  # mkdtemp and safetensors create owner-only files
+        file.chmod(0o644)
+    folder.chmod(0o755)
 
 
 def read(path: Path) -> NeuronArtifact:

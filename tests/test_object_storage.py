@@ -221,3 +221,22 @@ def test_a_dsir_target_in_the_bucket_selects_as_a_local_one(s3, remote_run, tmp_
     assert runs["remote"]["recipe"]["dsir"]["target"] == target
     for key in ("kept_docs", "kept_tokens", "threshold", "tokens_by_source"):
         assert runs["remote"][key] == runs["local"][key], key
+
+
+def test_a_neuron_set_written_to_the_bucket_is_read_back_by_probe(s3, remote_run, tmp_path):
+    """`curate neurons top --out s3://...` (the same writer as `curate discover`): the folder
+    with its marker, the same set as written locally, usable by `curate probe` from there."""
+    from probes.neuronset import load_neuron_set
+
+    shards, _ = scored_small_corpus()
+    corpus, _, _ = remote_run
+    sides = ["--target", shards / "topics", "--background", shards / "modules"]
+    args = [*sides, "-k", "4", "--max-tokens", "1500", "--dtype", "fp32"]
+    url = f"s3://{s3.bucket}/sets/top4"
+    for out in (url, tmp_path / "top4"):
+        result = _curate("neurons", "top", "probes/data/default-neurons", *args, "--out", out)
+        assert result.exit_code == 0, result.output
+    assert f"sets/top4/{COMPLETE}" in s3.objects("sets/top4/")
+    assert load_neuron_set(url).ordered() == load_neuron_set(str(tmp_path / "top4")).ordered()
+    probed = _curate("probe", corpus, "--neurons", url, "--out", tmp_path / "scores")
+    assert probed.exit_code == 0, probed.output
