@@ -36,16 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from datatrove.executor import LocalPipelineExecutor  # noqa: E402
-from datatrove.pipeline.readers import JsonlReader  # noqa: E402
-from datatrove.pipeline.writers import JsonlWriter  # noqa: E402
 
-from curate.datatrove_steps import (  # noqa: E402
-    BudgetFilter,
-    BudgetPlan,
-    RosettaScorer,
-    ScoreStats,
-    ShardReader,
-)
+from curate.datatrove_steps import RosettaScorer, plan_stages  # noqa: E402
 from curate.demo_shards import build_demo_shards  # noqa: E402
 from filters.recipe import load_recipe  # noqa: E402
 from probes.cpu import cpu_flags  # noqa: E402
@@ -90,29 +82,9 @@ def write_shards(source: Path, out: Path, shards: int, per_shard: int) -> Path:
 def run_plan(shards: Path, work: Path, recipe, tasks: int, workers: int, threads: int, backend):
     """(score seconds, plan seconds, filter seconds, tokens scored, kept ids)."""
     times = []
-    stages = [
-        (
-            [
-                ShardReader(str(shards)),
-                RosettaScorer(recipe, backend=backend, threads=threads),
-                ScoreStats(str(work / "stats"), recipe),
-                JsonlWriter(str(work / "tagged")),
-            ],
-            tasks,
-            workers,
-        ),
-        ([BudgetPlan(str(work / "stats"), str(work / "plan"), recipe)], 1, 1),
-        (
-            [
-                JsonlReader(str(work / "tagged")),
-                BudgetFilter(str(work / "plan"), recipe),
-                JsonlWriter(str(work / "kept")),
-            ],
-            tasks,
-            workers,
-        ),
-    ]
-    for i, (steps, n_tasks, n_workers) in enumerate(stages):
+    stages = plan_stages(str(shards), str(work), recipe, backend=backend, threads=threads)
+    sizes = [(tasks, workers), (1, 1), (tasks, workers)]
+    for i, (steps, (n_tasks, n_workers)) in enumerate(zip(stages, sizes, strict=True)):
         executor = LocalPipelineExecutor(
             steps, tasks=n_tasks, workers=n_workers, logging_dir=str(work / f"logs{i}")
         )

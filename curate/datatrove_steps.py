@@ -404,3 +404,24 @@ class BudgetFilter(BaseFilter):
 
 def _float(value: float | None) -> float:
     return np.nan if value is None else float(value)
+
+
+def plan_stages(shards: str, work: str, recipe: Recipe, **scorer) -> list[list[PipelineStep]]:
+    """The plan's three stages as docs/datatrove.md lays them out, for any executor: score
+    (`ShardReader` of `shards`, `RosettaScorer(recipe, **scorer)`, statistics, tagged documents),
+    plan (one task), filter (kept documents). Everything is written under `work` (a path or
+    URL): stats/, tagged/, plan/, kept/."""
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    stats, tagged, plan = f"{work}/stats", f"{work}/tagged", f"{work}/plan"
+    return [
+        [
+            ShardReader(str(shards)),
+            RosettaScorer(recipe, **scorer),
+            ScoreStats(stats, recipe),
+            JsonlWriter(tagged),
+        ],
+        [BudgetPlan(stats, plan, recipe)],
+        [JsonlReader(tagged), BudgetFilter(plan, recipe), JsonlWriter(f"{work}/kept")],
+    ]

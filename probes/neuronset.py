@@ -11,9 +11,7 @@ and filtering never import it.
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,30 +216,16 @@ def write(artifact: NeuronArtifact, out: Path, force: bool = False) -> None:
     """Write the folder atomically: a killed run leaves the previous folder or none (in an
     object store: uploaded from a local folder, its completion marker last)."""
     check_out(out, force)
-    if is_remote(out):
-        with atomic_path(out) as tmp:
-            tmp.mkdir()
-            _write_files(artifact, tmp)
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        _write_files(artifact, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_files(artifact: NeuronArtifact, folder: Path) -> None:
-    tensors = {k: v.contiguous() for k, v in artifact.tensors.items()}
-    save_file(tensors, folder / TENSORS, metadata={"format": FORMAT})
-    (folder / META).write_text(json.dumps(artifact.meta, indent=2) + "\n", encoding="utf-8")
-    (folder / TABLE).write_text(table(artifact), encoding="utf-8")
-    for file in folder.iterdir():  # mkdtemp and safetensors create owner-only files
-        file.chmod(0o644)
-    folder.chmod(0o755)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        tensors = {k: v.contiguous() for k, v in artifact.tensors.items()}
+        save_file(tensors, tmp / TENSORS, metadata={"format": FORMAT})
+        (tmp / META).write_text(json.dumps(artifact.meta, indent=2) + "\n", encoding="utf-8")
+        (tmp / TABLE).write_text(table(artifact), encoding="utf-8")
+        for file in tmp.iterdir():  # safetensors creates owner-only files
+            file.chmod(0o644)
+        if not is_remote(out) and out.exists():
+            shutil.rmtree(out)  # --force: a rename cannot replace a folder that holds files
 
 
 def read(path: Path) -> NeuronArtifact:

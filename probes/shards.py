@@ -28,7 +28,7 @@ def list_shards(root: Path) -> list[Path]:
     Hidden entries (a leading dot, as temporary outputs have) are not shards.
     """
     if is_remote(root):
-        check_store(root, "")
+        check_store(root, "")  # before `exists`, which fails on a refused bucket or answers False
     if not root.exists():
         raise CurateError(f"{root} does not exist")
     if root.is_file() or _is_shard(root):

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 from datatrove.data import Document
 from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.readers import JsonlReader
-from datatrove.pipeline.writers import JsonlWriter
 from small_corpus import scored_small_corpus
 
 from curate.datatrove_steps import (
@@ -22,7 +20,7 @@ from curate.datatrove_steps import (
     BudgetPlan,
     RosettaScorer,
     ScoreStats,
-    ShardReader,
+    plan_stages,
 )
 from curate.pipeline import FilterJob, filter
 from filters.recipe import load_recipe
@@ -38,33 +36,10 @@ def _kept_ids(folder: Path) -> set[str]:
 
 
 def _pipeline(shards: Path, work: Path, recipe, executor, **kwargs):
-    stage1 = executor(
-        [
-            ShardReader(str(shards)),
-            RosettaScorer(recipe),
-            ScoreStats(str(work / "stats"), recipe),
-            JsonlWriter(str(work / "tagged")),
-        ],
-        logging_dir=str(work / "logs1"),
-        **kwargs,
-    )
-    stage1.run()
-    plan = executor(
-        [BudgetPlan(str(work / "stats"), str(work / "plan"), recipe)],
-        logging_dir=str(work / "logs2"),
-        **{**kwargs, "tasks": 1, "workers": 1},
-    )
-    plan.run()
-    stage3 = executor(
-        [
-            JsonlReader(str(work / "tagged")),
-            BudgetFilter(str(work / "plan"), recipe),
-            JsonlWriter(str(work / "kept")),
-        ],
-        logging_dir=str(work / "logs3"),
-        **kwargs,
-    )
-    stage3.run()
+    stages = plan_stages(str(shards), str(work), recipe)
+    one_task = {"tasks": 1, "workers": 1}
+    for i, (steps, options) in enumerate(zip(stages, [{}, one_task, {}], strict=True), 1):
+        executor(steps, logging_dir=str(work / f"logs{i}"), **{**kwargs, **options}).run()
     return json.loads((work / "plan" / PLAN_FILE).read_text())
 
 

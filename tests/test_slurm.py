@@ -10,18 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from datatrove.pipeline.readers import JsonlReader
-from datatrove.pipeline.writers import JsonlWriter
 from test_datatrove import _kept_ids, reference  # noqa: F401 - the fixture
 
-from curate.datatrove_steps import (
-    PLAN_FILE,
-    BudgetFilter,
-    BudgetPlan,
-    RosettaScorer,
-    ScoreStats,
-    ShardReader,
-)
+from curate.datatrove_steps import PLAN_FILE, plan_stages
 from probes.storage import as_path, is_remote
 
 pytestmark = [
@@ -39,39 +30,19 @@ def _slurm_stages(shards: Path, work: Path, recipe):
 
     common = {"time": "00:20:00", "partition": "debug", "cpus_per_task": 1, "mem_per_cpu_gb": 2}
     common["venv_path"] = str(VENV)
-    score = SlurmPipelineExecutor(
-        [
-            ShardReader(str(shards)),
-            RosettaScorer(recipe),
-            ScoreStats(str(work / "stats"), recipe),
-            JsonlWriter(str(work / "tagged")),
-        ],
-        tasks=2,
-        job_name="rosetta-score",
-        logging_dir=str(work / "logs" / "score"),
-        **common,
-    )
-    plan = SlurmPipelineExecutor(
-        [BudgetPlan(str(work / "stats"), str(work / "plan"), recipe)],
-        tasks=1,
-        job_name="rosetta-plan",
-        logging_dir=str(work / "logs" / "plan"),
-        depends=score,
-        **common,
-    )
-    keep = SlurmPipelineExecutor(
-        [
-            JsonlReader(str(work / "tagged")),
-            BudgetFilter(str(work / "plan"), recipe),
-            JsonlWriter(str(work / "kept")),
-        ],
-        tasks=2,
-        job_name="rosetta-filter",
-        logging_dir=str(work / "logs" / "filter"),
-        depends=plan,
-        **common,
-    )
-    return score, plan, keep
+    executors, depends = [], None
+    stages = plan_stages(str(shards), str(work), recipe)
+    for steps, name, tasks in zip(stages, ("score", "plan", "filter"), (2, 1, 2), strict=True):
+        depends = SlurmPipelineExecutor(
+            steps,
+            tasks=tasks,
+            job_name=f"rosetta-{name}",
+            logging_dir=str(work / "logs" / name),
+            depends=depends,
+            **common,
+        )
+        executors.append(depends)
+    return executors
 
 
 def _wait(work: Path, stages: dict[str, int], timeout: float = 600) -> None:
